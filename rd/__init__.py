@@ -1,0 +1,1 @@
+"""rd: internalizing context into a language model's weights, in JAX."""
