@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rd.embedded import resolve_model_path
 from rd.models.decoder import Decoder
 from rd.models.spec import ModelSpec, from_hf_config, load_hf_config
+from rd.weights import gguf
 from rd.weights.names import hf_tensor
 from rd.weights.safetensors import SafetensorsReader
 
@@ -26,22 +28,20 @@ _PREFIXES = ("model.", "model.language_model.", "language_model.model.")
 
 
 def open_checkpoint(path: str):
-  """(spec, reader, description) for a safetensors directory or a .gguf file."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"model path {path} does not exist")
+  """(spec, reader, description) for a safetensors directory, a .gguf file or the default alias."""
+  path = str(resolve_model_path(path))
   if path.endswith(".gguf"):
-    from rd.weights import gguf  # the gguf package is only needed for GGUF files
-    return from_hf_config(gguf.read_gguf_config(path), source=path), gguf.GGUFReader(path), path
+    tensors = gguf.read_gguf_tensors(path)
+    return from_hf_config(tensors.config, source=path), tensors, path
   if not os.path.isdir(path):
-    raise ValueError(f"model path {path} is neither a directory with config.json and "
-                     "safetensors nor a .gguf file")
+    raise ValueError(f"model path {path} is neither a directory (config.json + safetensors) "
+                     "nor a .gguf file")
   return load_hf_config(path), SafetensorsReader(path), path
 
 
 def _prefix(reader, where: str) -> str:
-  names = set(reader.names())
   for prefix in _PREFIXES:
-    if prefix + "embed_tokens.weight" in names:
+    if prefix + "embed_tokens.weight" in reader:
       return prefix
   raise ValueError(f"{where}: no embedding tensor (looked for "
                    f"{[p + 'embed_tokens.weight' for p in _PREFIXES]})")
@@ -62,10 +62,9 @@ def _expected(spec: ModelSpec, rd_path, shape, prefix) -> list[tuple[str, tuple[
 
 
 def _check(reader, where, plan):
-  names = set(reader.names())
   for rd_path, (entries, _) in plan.items():
     for name, hf_shape, _ in entries:
-      if name not in names:
+      if name not in reader:
         raise ValueError(f"{where}: tensor {name!r} (for rd parameter {'/'.join(rd_path)}) is "
                          "missing; the config does not match the weights")
       if tuple(reader.shape(name)) != hf_shape:
@@ -87,9 +86,9 @@ def load_model(path: str, *, dtype=jnp.float32, sharding: ShardingFn | None = No
   def build(rd_path, entries, leaf):
     def read(index):  # index: tuple of slices into the rd parameter
       if rd_path[0] != "blocks":
-        return _slice(reader.get(entries[0][0]), entries[0][2], index, dtype)
+        return _slice(reader[entries[0][0]], entries[0][2], index, dtype)
       layers = range(spec.num_layers)[index[0]]
-      return np.stack([_slice(reader.get(entries[i][0]), entries[i][2], index[1:], dtype)
+      return np.stack([_slice(reader[entries[i][0]], entries[i][2], index[1:], dtype)
                        for i in layers])
     target = sharding(rd_path, leaf.shape) if sharding else default
     return jax.make_array_from_callback(leaf.shape, target, read)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 import ml_dtypes
@@ -57,8 +58,8 @@ def _read_header(path: str) -> dict[str, _Entry]:
   return entries
 
 
-class SafetensorsReader:
-  """name -> numpy view of a tensor in a model directory, read lazily from memory maps."""
+class SafetensorsReader(Mapping):
+  """HF name -> numpy view of a tensor in a model directory, read lazily from memory maps."""
 
   def __init__(self, model_dir: str):
     index = os.path.join(model_dir, "model.safetensors.index.json")
@@ -78,12 +79,15 @@ class SafetensorsReader:
         raise FileNotFoundError(f"{path} is listed in the index but does not exist")
       self._entries.update(_read_header(path))
 
-  def names(self) -> list[str]:
-    return list(self._entries)
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._entries)
+
+  def __len__(self) -> int:
+    return len(self._entries)
 
   def shape(self, name: str) -> tuple[int, ...]:
     return self._entries[name].shape
 
-  def get(self, name: str) -> np.ndarray:
+  def __getitem__(self, name: str) -> np.ndarray:
     e = self._entries[name]
     return np.memmap(e.file, dtype=e.dtype, mode="r", offset=e.start, shape=e.shape)
