@@ -171,3 +171,44 @@ def load_hf_config(model_dir: str) -> ModelSpec:
     except json.JSONDecodeError as e:
       raise ValueError(f"{path} is not valid JSON: {e}") from e
   return from_hf_config(cfg, source=path)
+
+
+def _rope_to_dict(rope: Rope) -> dict[str, Any]:
+  out: dict[str, Any] = {"rope_type": rope.rope_type, "rope_theta": rope.theta}
+  if rope.rope_type != "default":
+    out["factor"] = rope.factor
+  if rope.rope_type == "llama3":
+    out.update(low_freq_factor=rope.low_freq_factor, high_freq_factor=rope.high_freq_factor,
+               original_max_position_embeddings=rope.original_max_position_embeddings)
+  return out
+
+
+def to_hf_config(spec: ModelSpec) -> dict[str, Any]:
+  """The transformers v5 `config.json` dict that `from_hf_config` maps back to `spec`."""
+  gemma = spec.family == "gemma3"
+  model_type = "gemma3_text" if gemma else ("qwen3" if spec.qk_norm else
+                                            "qwen2" if spec.qkv_bias else "llama")
+  arch = {"gemma3_text": "Gemma3ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+          "qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}[model_type]
+  cfg: dict[str, Any] = dict(
+      architectures=[arch], model_type=model_type, vocab_size=spec.vocab_size,
+      hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+      num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
+      num_key_value_heads=spec.num_kv_heads, head_dim=spec.head_dim, rms_norm_eps=spec.rms_eps,
+      tie_word_embeddings=spec.tie_embeddings,
+      max_position_embeddings=spec.max_position_embeddings, bos_token_id=spec.bos_token_id,
+      eos_token_id=list(spec.eos_token_ids) if len(spec.eos_token_ids) != 1
+      else spec.eos_token_ids[0],
+      layer_types=["sliding_attention" if s else "full_attention" for s in spec.is_sliding],
+      sliding_window=spec.sliding_window, dtype="float32")
+  if gemma:
+    cfg.update(hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=round(spec.attn_scale**-2),
+               attention_bias=spec.qkv_bias, final_logit_softcapping=spec.final_logit_softcap,
+               rope_parameters={"full_attention": _rope_to_dict(spec.rope_global),
+                                "sliding_attention": _rope_to_dict(spec.rope_local
+                                                                   or spec.rope_global)})
+  else:
+    cfg.update(hidden_act="silu", rope_parameters=_rope_to_dict(spec.rope_global),
+               attention_bias=spec.qkv_bias and model_type != "qwen2",
+               use_sliding_window=spec.sliding_window is not None)
+  return cfg
