@@ -23,6 +23,7 @@ setup(
         "safetensors>=0.7,<0.9",
         "tensorflow-datasets>=4.9.10,<5",
         "tokenizers>=0.22,<0.24",
+        "tensorboardX>=2.6,<3",
         "tqdm>=4.66",
         "transformers>=5.20,<6",
     ],

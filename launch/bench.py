@@ -13,6 +13,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+from rd.metrics import format_table
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("workload", "sample", ["sample"], "What to measure.")
 flags.DEFINE_string("model", "gemma3-270m", "HF directory, .gguf file, or 'gemma3-270m'.")
@@ -37,15 +39,6 @@ def alternate(fns: dict, runs: int):
       fn()
       times[name].append(time.perf_counter() - start)
   return warm, times
-
-
-def print_table(rows, columns):
-  widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-  line = lambda cells: " | ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-  print(line(columns))
-  print("-+-".join("-" * w for w in widths))
-  for row in rows:
-    print(line(row))
 
 
 def _prompts(vocab, batch, length, bos):
@@ -75,7 +68,7 @@ def bench_sample():
            f"{medians[name] / medians['rd (jax)']:.2f}x"] for name, t in times.items()]
   print(f"\nsample: batch {FLAGS.batch}, prompt {FLAGS.prompt_len}, {FLAGS.new_tokens} new tokens, "
         f"{FLAGS.runs} runs, medians")
-  print_table(rows, ["impl", "tokens/s", "s/run", "range", "warm-up s", "time vs rd"])
+  print(format_table(rows, ["impl", "tokens/s", "s/run", "range", "warm-up s", "time vs rd"]))
 
 
 def _torch_generate(path, prompts):

@@ -1,0 +1,95 @@
+"""The distillation job's configuration: defaults, validation, and typed views.
+
+Experiment files in `configs/` start from `base_config()` and override fields. `validate` runs
+before anything is loaded or compiled and raises one `ConfigError` line naming the field and
+the fix. `ml_collections` already rejects unknown keys and wrongly typed command-line overrides.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from rd import lora as lora_lib
+from rd.data.tokenize import Buckets
+from rd.distill import LossConfig, OptimConfig
+from rd.losses import DIVERGENCES
+from rd.models.decoder import REMAT_POLICIES
+
+
+class ConfigError(ValueError):
+  """A bad configuration value, raised before any expensive work starts."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = dict(path="gemma3-270m", dtype="float32")
+  c.lora = dict(rank=16, alpha=16.0, targets=("q", "k", "v", "o"))
+  # Teacher: the base with the context in its prompt, plus optionally a LoRA from an rd
+  # checkpoint directory (the workdir of an earlier run).
+  c.teacher = dict(lora_workdir="")
+  c.data = dict(train="", eval="", template_teacher="{context}\n\n{query}",
+                template_student="{query}", teacher_len=256, student_len=128, response_len=32,
+                add_eos=False, global_batch=8, seed=0, eval_examples=64)
+  c.loss = dict(kl_weight=1.0, divergence="forward_kl", temperature=1.0, ce_weight=0.0,
+                hidden_weight=0.0, hidden_layers=(), chunk_size=256, remat="none")
+  c.optim = dict(lr=1e-3, warmup_steps=10, end_lr_factor=0.1, weight_decay=0.0, b1=0.9,
+                 b2=0.999, clip_norm=1.0)
+  c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  c.train = dict(steps=100, seed=0, log_every=10, eval_every=0, checkpoint_every=50,
+                 keep_checkpoints=3, max_nonfinite=10, export_peft="")
+  return ml_collections.ConfigDict(c)
+
+
+def _check(ok: bool, field: str, message: str) -> None:
+  if not ok:
+    raise ConfigError(f"config.{field}: {message}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Checks values and paths; cheap, so bad input fails in well under a second."""
+  from rd.embedded import DEFAULT_MODEL  # pylint: disable=import-outside-toplevel
+  _check(c.model.path == DEFAULT_MODEL or os.path.exists(c.model.path), "model.path",
+         f"{c.model.path!r} does not exist; give an HF directory, a .gguf file or "
+         f"{DEFAULT_MODEL!r}")
+  _check(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "use float32 or bfloat16")
+  _check(bool(c.data.train), "data.train", "set the training data (a .jsonl file)")
+  for field in ("train", "eval"):
+    path = c.data[field]
+    _check(not path or os.path.exists(path), f"data.{field}", f"{path!r} does not exist")
+  if c.teacher.lora_workdir:
+    _check(os.path.isdir(c.teacher.lora_workdir), "teacher.lora_workdir",
+           f"{c.teacher.lora_workdir!r} is not a directory")
+  _check(c.data.global_batch > 0, "data.global_batch", "must be > 0")
+  _check(c.data.response_len < min(c.data.teacher_len, c.data.student_len), "data.response_len",
+         "must be shorter than data.teacher_len and data.student_len")
+  _check(c.loss.divergence in DIVERGENCES, "loss.divergence", f"choose from {DIVERGENCES}")
+  _check(c.loss.remat in REMAT_POLICIES, "loss.remat", f"choose from {sorted(REMAT_POLICIES)}")
+  _check(c.loss.temperature > 0, "loss.temperature", "must be > 0")
+  _check(c.loss.kl_weight or c.loss.ce_weight or c.loss.hidden_weight, "loss",
+         "every loss weight is 0; set loss.kl_weight, loss.ce_weight or loss.hidden_weight")
+  _check(not c.loss.hidden_weight or bool(c.loss.hidden_layers), "loss.hidden_layers",
+         "hidden alignment needs at least one layer index")
+  _check(c.optim.lr > 0, "optim.lr", "must be > 0")
+  _check(c.train.steps > 0, "train.steps", "must be > 0")
+  _check(set(c.lora.targets) <= set(lora_lib.TARGETS), "lora.targets",
+         f"unknown {sorted(set(c.lora.targets) - set(lora_lib.TARGETS))}; "
+         f"choose from {lora_lib.TARGETS}")
+  _check(c.lora.rank >= 1, "lora.rank", "must be >= 1")
+
+
+def lora_config(c) -> lora_lib.LoraConfig:
+  return lora_lib.LoraConfig(rank=c.lora.rank, alpha=c.lora.alpha, targets=tuple(c.lora.targets))
+
+
+def loss_config(c) -> LossConfig:
+  return LossConfig(**{**c.loss.to_dict(), "hidden_layers": tuple(c.loss.hidden_layers)})
+
+
+def optim_config(c) -> OptimConfig:
+  return OptimConfig(total_steps=c.train.steps, **c.optim.to_dict())
+
+
+def buckets(c) -> Buckets:
+  return Buckets.fixed(c.data.teacher_len, c.data.student_len, c.data.response_len)

@@ -1,0 +1,181 @@
+"""The distillation step. Teacher and student are the same `apply` with different arguments.
+
+teacher = apply(base, teacher_lora, teacher_tokens)   frozen, under stop_gradient
+student = apply(base, to_lora(params), student_tokens)  gradients flow into `params` only
+
+Hidden states are gathered at the response rows first; logits exist only chunk by chunk inside
+`rd.losses`. Every term is a (sum, count) pair, divided once by its global count, so padding
+never enters a mean and the loss is the same however the batch is split across devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from rd import losses
+from rd.lora import Lora
+from rd.models.decoder import Decoder, apply, lm_logits
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """Weights and settings of the loss terms; a zero weight skips that term's computation."""
+
+  kl_weight: float = 1.0
+  divergence: str = "forward_kl"
+  temperature: float = 1.0
+  ce_weight: float = 0.0  # hard-label CE on the response (SFT, or TAGI's label term)
+  hidden_weight: float = 0.0  # rule distillation's hidden-state alignment (beta)
+  hidden_layers: tuple[int, ...] = ()
+  chunk_size: int = 256
+  remat: str = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  lr: float = 1e-3
+  warmup_steps: int = 10
+  total_steps: int = 100
+  end_lr_factor: float = 0.1
+  weight_decay: float = 0.0
+  b1: float = 0.9
+  b2: float = 0.999
+  clip_norm: float = 1.0
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+  """AdamW with linear warm-up and cosine decay, after global-norm clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.lr, warmup_steps=cfg.warmup_steps,
+      decay_steps=max(cfg.total_steps, cfg.warmup_steps + 1), end_value=cfg.lr * cfg.end_lr_factor)
+  return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                     optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # the trainables: a Lora, or a hypernetwork's parameters
+  opt_state: Any  # optimizer state for `params` only
+  rng: jax.Array  # raw uint32 key data, so checkpoints store a plain array
+  nonfinite: jax.Array  # consecutive steps skipped for a non-finite loss or gradient
+  skipped: jax.Array  # steps skipped in total
+
+
+def init_state(params: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+  zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731  (distinct buffers: the state is donated)
+  return TrainState(step=zero(), params=params, opt_state=optimizer.init(params),
+                    rng=jax.random.key_data(jax.random.key(seed)), nonfinite=zero(),
+                    skipped=zero())
+
+
+def gather_rows(hidden: jax.Array, rows: jax.Array, row_index: jax.Array | None = None):
+  """hidden [..., B', T, d] at rows [B, R] -> [..., B*R, d]. `row_index` [B] picks packed rows."""
+  if row_index is not None:
+    hidden = jnp.take(hidden, row_index, axis=-3)
+  index = jnp.broadcast_to(rows[..., None], (*hidden.shape[:-2], rows.shape[-1], 1))
+  picked = jnp.take_along_axis(hidden, index, axis=-2)
+  return picked.reshape(*picked.shape[:-3], -1, picked.shape[-1])
+
+
+def _teacher(base: Decoder, teacher_lora: Lora | None, batch, layers):
+  """Teacher hidden rows [N, d] (or [K, N, d] for a K-context ensemble) and captured rows.
+
+  An ensemble's sequences [B, K, T] run as one batch of B*K; its captured states (for hidden
+  alignment) are those of the first context.
+  """
+  tokens = batch["teacher_tokens"]
+  b, r = batch["row_mask"].shape
+  k = tokens.shape[1] if tokens.ndim == 3 else 0
+  flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+  out = apply(base, teacher_lora, flat(tokens), flat(batch["teacher_positions"]),
+              flat(batch["teacher_segment_ids"]), capture=layers)
+  rows = flat(batch["teacher_rows"])
+  hidden = gather_rows(out.hidden, rows)
+  captured = gather_rows(out.captured, rows) if layers else None
+  if k:  # [B*K*R, d] -> [K, B*R, d]
+    hidden = hidden.reshape(b, k, r, -1).swapaxes(0, 1).reshape(k, b * r, -1)
+    if captured is not None:
+      captured = captured.reshape(len(layers), b, k, r, -1)[:, :, 0].reshape(len(layers), b * r, -1)
+  return jax.lax.stop_gradient(hidden), jax.lax.stop_gradient(captured)
+
+
+def _student(base: Decoder, lora: Lora | None, batch, layers, remat):
+  out = apply(base, lora, batch["student_tokens"], batch["student_positions"],
+              batch["student_segment_ids"], capture=layers, remat=remat)
+  row_index = batch.get("student_row_index")
+  hidden = gather_rows(out.hidden, batch["student_rows"], row_index)
+  captured = gather_rows(out.captured, batch["student_rows"], row_index) if layers else None
+  return hidden, captured
+
+
+def loss_terms(base: Decoder, student_lora: Lora | None, teacher_lora: Lora | None, batch,
+               cfg: LossConfig) -> dict[str, tuple[jax.Array, jax.Array]]:
+  """{term: (sum, count)} for every term with a non-zero weight."""
+  layers = cfg.hidden_layers if cfg.hidden_weight else ()
+  student_h, student_states = _student(base, student_lora, batch, layers, cfg.remat)
+  mask = batch["row_mask"].reshape(-1)
+  logits_fn = functools.partial(lm_logits, base)
+  terms = {}
+  if cfg.kl_weight or cfg.hidden_weight:
+    teacher_h, teacher_states = _teacher(base, teacher_lora, batch, layers)
+    if cfg.kl_weight:
+      terms["kl"] = losses.distill(logits_fn, student_h, teacher_h, mask,
+                                   divergence=cfg.divergence, temperature=cfg.temperature,
+                                   chunk_size=cfg.chunk_size)
+    if cfg.hidden_weight:
+      terms["hidden"] = losses.hidden_alignment(student_states, teacher_states, mask)
+  if cfg.ce_weight:
+    terms["ce"] = losses.cross_entropy(logits_fn, student_h, batch["targets"].reshape(-1), mask,
+                                       chunk_size=cfg.chunk_size)
+  return terms
+
+
+def weighted_loss(terms, cfg: LossConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+  weights = {"kl": cfg.kl_weight, "hidden": cfg.hidden_weight, "ce": cfg.ce_weight}
+  means = {name: s / jnp.maximum(c, 1.0) for name, (s, c) in terms.items()}
+  return sum(weights[name] * m for name, m in means.items()), means
+
+
+def identity_lora(params, batch):
+  del batch
+  return params
+
+
+def train_step(state: TrainState, base: Decoder, batch, teacher_lora: Lora | None = None, *,
+               optimizer: optax.GradientTransformation, loss_cfg: LossConfig,
+               to_lora: Callable = identity_lora) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update of the trainables. A non-finite loss or gradient leaves them unchanged."""
+
+  def objective(params):
+    terms = loss_terms(base, to_lora(params, batch), teacher_lora, batch, loss_cfg)
+    loss, means = weighted_loss(terms, loss_cfg)
+    return loss, means
+
+  (loss, means), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+  grad_norm = optax.global_norm(grads)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+  new_state = state.replace(
+      step=state.step + 1, params=keep(params, state.params),
+      opt_state=keep(opt_state, state.opt_state),
+      nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
+      skipped=state.skipped + (~finite).astype(jnp.int32))
+  metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": new_state.nonfinite,
+             "skipped": new_state.skipped, "response_tokens": batch["row_mask"].sum(), **means}
+  return new_state, metrics
+
+
+def eval_step(params, base: Decoder, batch, teacher_lora: Lora | None = None, *,
+              loss_cfg: LossConfig, to_lora: Callable = identity_lora):
+  """(sum, count) of every loss term on one batch, for exact averages over a whole eval set."""
+  return loss_terms(base, to_lora(params, batch), teacher_lora, batch, loss_cfg)

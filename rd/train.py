@@ -1,0 +1,147 @@
+"""The distillation loop: config in, trained LoRA and a before/after table out.
+
+Read it top to bottom: mesh, base weights, data, state (fresh or resumed), jitted step, loop
+(metrics, eval, checkpoints, preemption), final evaluation. Everything a method changes lives in
+its config (templates, loss weights, teacher), not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from rd import config as config_lib
+from rd import distill
+from rd import lora as lora_lib
+from rd import sharding
+from rd.checkpoint import Checkpointer, PreemptionGuard
+from rd.data.examples import read_jsonl
+from rd.data.pipeline import make_iterator
+from rd.data.templates import Template
+from rd.metrics import MetricsWriter, format_table
+from rd.tokenizer import load_tokenizer
+from rd.weights import adapter
+from rd.weights.load import load_model
+
+
+@dataclasses.dataclass
+class Result:
+  state: distill.TrainState
+  before: dict[str, float]  # eval losses of the untrained student
+  after: dict[str, float]
+  stopped_early: bool
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+def _data(c, examples, tokenizer, *, shuffle, epochs, seed):
+  template = Template(teacher=c.data.template_teacher, student=c.data.template_student)
+  return make_iterator(examples, tokenizer, template, global_batch=c.data.global_batch,
+                       buckets=config_lib.buckets(c), seed=seed, num_epochs=epochs,
+                       shuffle=shuffle, drop_remainder=shuffle, add_eos=c.data.add_eos)
+
+
+def _without_bookkeeping(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {k: v for k, v in batch.items() if k != "example_index"}
+
+
+def evaluate(eval_fn, params, base, teacher_lora, examples, c, tokenizer, mesh) -> dict[str, float]:
+  """Exact mean of every loss term over the eval examples (sums and counts, then one divide)."""
+  sums: dict[str, list[float]] = {}
+  for batch in _data(c, examples, tokenizer, shuffle=False, epochs=1, seed=0):
+    terms = eval_fn(params, base, sharding.shard_batch(_without_bookkeeping(batch), mesh),
+                    teacher_lora)
+    for name, (s, n) in jax.device_get(terms).items():
+      total = sums.setdefault(name, [0.0, 0.0])
+      total[0] += float(s)
+      total[1] += float(n)
+  return {name: s / max(n, 1.0) for name, (s, n) in sums.items()}
+
+
+def train(c, workdir: str) -> Result:
+  config_lib.validate(c)
+  loss_cfg, optim_cfg = config_lib.loss_config(c), config_lib.optim_config(c)
+  mesh = sharding.make_mesh(**c.mesh)
+  logging.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
+
+  base = load_model(c.model.path, dtype=c.model.dtype, sharding=sharding.param_sharding_fn(mesh))
+  tokenizer = load_tokenizer(c.model.path)
+  teacher_lora = adapter.load(c.teacher.lora_workdir) if c.teacher.lora_workdir else None
+  train_examples = read_jsonl(c.data.train)
+  eval_examples = read_jsonl(c.data.eval)[:c.data.eval_examples] if c.data.eval else (
+      train_examples[:c.data.eval_examples])
+  iterator = _data(c, train_examples, tokenizer, shuffle=True, epochs=None, seed=c.data.seed)
+
+  optimizer = distill.make_optimizer(optim_cfg)
+  replicated = sharding.replicated(mesh)
+  params = lora_lib.init(base.spec, config_lib.lora_config(c), jax.random.key(c.train.seed))
+  state = jax.device_put(distill.init_state(params, optimizer, c.train.seed), replicated)
+  checkpointer = Checkpointer(workdir, keep=c.train.keep_checkpoints,
+                              every_steps=c.train.checkpoint_every, base_model=c.model.path,
+                              config=c.to_dict())
+  state, resumed = checkpointer.restore_or_init(state, iterator)
+  start = int(resumed or 0)
+
+  step_fn = jax.jit(functools.partial(distill.train_step, optimizer=optimizer, loss_cfg=loss_cfg),
+                    donate_argnums=0, out_shardings=(replicated, replicated))
+  eval_fn = jax.jit(functools.partial(distill.eval_step, loss_cfg=loss_cfg),
+                    out_shardings=replicated)
+  run_eval = functools.partial(evaluate, eval_fn, base=base, teacher_lora=teacher_lora,
+                               examples=eval_examples, c=c, tokenizer=tokenizer, mesh=mesh)
+  writer = MetricsWriter(workdir)
+  before = run_eval(params=state.params)
+  writer.write(start, before, prefix="eval/")
+
+  guard = PreemptionGuard()
+  stopped_early = False
+  bar = tqdm(range(start, c.train.steps), initial=start, total=c.train.steps, desc="distill",
+             disable=jax.process_index() != 0)
+  step_time = time.perf_counter()
+  for step in bar:
+    batch = sharding.shard_batch(_without_bookkeeping(next(iterator)), mesh)
+    state, metrics = step_fn(state, base, batch, teacher_lora)
+    done = step + 1
+    if done % c.train.log_every == 0 or done == c.train.steps:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      metrics["steps_per_s"] = c.train.log_every / (time.perf_counter() - step_time)
+      step_time = time.perf_counter()
+      writer.write(done, metrics, prefix="train/")
+      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+      if metrics["nonfinite"] > c.train.max_nonfinite:
+        checkpointer.save(done, state, iterator, force=True)
+        checkpointer.close()
+        raise NonFiniteLossError(
+            f"{int(metrics['nonfinite'])} consecutive non-finite steps at step {done}; a "
+            f"checkpoint is in {workdir}. Lower optim.lr or check the data.")
+    if c.train.eval_every and done % c.train.eval_every == 0:
+      writer.write(done, run_eval(params=state.params), prefix="eval/")
+    checkpointer.save(done, state, iterator)
+    if guard.check(done):
+      stopped_early = True
+      logging.warning("preempted at step %d: saving a checkpoint and exiting", done)
+      break
+  bar.close()
+  final = int(jax.device_get(state.step))
+  if checkpointer.latest_step() != final:
+    checkpointer.save(final, state, iterator, force=True)
+  checkpointer.close()
+  if stopped_early:
+    return Result(state, before, {}, True)
+
+  after = run_eval(params=state.params)
+  writer.write(int(state.step), after, prefix="eval/")
+  writer.close()
+  adapter.save(state.params, f"{workdir}/lora")
+  if jax.process_index() == 0:
+    print("\n" + format_table([[name, f"{before[name]:.4f}", f"{after[name]:.4f}"]
+                               for name in before], ["eval loss", "before", "after"]))
+  return Result(state, before, after, False)

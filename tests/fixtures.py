@@ -1,0 +1,31 @@
+"""On-disk fixtures for job-level tests: a tiny model directory with a tokenizer, a JSONL task."""
+
+import random
+
+from flax import nnx
+
+from rd.data.examples import Example, write_jsonl
+from rd.models import Decoder, from_hf_config
+from rd.weights.export import save_hf
+from tests.test_data_helpers import WORDS, random_text, tiny_tokenizer
+from tests.tiny import CONFIGS
+
+
+def make_model_dir(path: str, family: str = "gemma3", seed: int = 0) -> str:
+  """A random tiny model whose vocabulary fits the tiny tokenizer, saved with that tokenizer."""
+  tokenizer = tiny_tokenizer()
+  cfg = {**CONFIGS[family], "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+         "eos_token_id": tokenizer.eos_token_id}
+  save_hf(Decoder(from_hf_config(cfg), rngs=nnx.Rngs(seed)), path)
+  tokenizer.save_pretrained(path)
+  return path
+
+
+def make_task(path: str, n: int, seed: int = 0) -> str:
+  """JSONL of random {context, query, response}: whatever the model does with the context is
+  the behaviour to distill."""
+  rng = random.Random(seed)
+  examples = [Example(context=random_text(rng, 6, 12), query=random_text(rng, 2, 5),
+                      response=" ".join(rng.choice(WORDS) for _ in range(4))) for _ in range(n)]
+  write_jsonl(path, examples)
+  return path
