@@ -8,6 +8,7 @@ Multi-process: set --coordinator_address/--num_processes/--process_id (or run un
 that sets them: see launch/local_multiprocess.py, launch/tpu_pod.sh, launch/slurm.sbatch).
 """
 
+import re
 import sys
 
 from absl import app, flags
@@ -20,6 +21,20 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_flags(argv):
+  """absl's parser, with an unknown `--config.x.y` override reported as one line, not a trace."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:  # e.g. a wrongly typed override
+    sys.exit(f"error: {e}")
+  except (AttributeError, KeyError) as e:
+    match = re.search(r'instead of "(\w+)"', str(e)) or re.search(r"(\w+)", str(e))
+    key = match[1] if match else "?"
+    arg = next((a for a in argv if re.search(rf"\.{key}(=|\.|$)", a)), key)
+    hint = re.search(r"Did you mean [^?]*\?", str(e))
+    sys.exit(f"error: {arg}: config has no field {key!r}" + (f"; {hint[0]}" if hint else ""))
 
 
 def main(argv):
@@ -38,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -2,6 +2,7 @@
 
 import random
 
+import jax
 from flax import nnx
 
 from rd.data.examples import Example, write_jsonl
@@ -11,12 +12,17 @@ from tests.test_data_helpers import WORDS, random_text, tiny_tokenizer
 from tests.tiny import CONFIGS
 
 
-def make_model_dir(path: str, family: str = "gemma3", seed: int = 0) -> str:
-  """A random tiny model whose vocabulary fits the tiny tokenizer, saved with that tokenizer."""
+def make_model_dir(path: str, family: str = "gemma3", seed: int = 0, sharpness: float = 1.0) -> str:
+  """A random tiny model whose vocabulary fits the tiny tokenizer, saved with that tokenizer.
+
+  `sharpness` scales every weight: sharper attention and next-token distributions, so the
+  context changes the predictions more and there is more to distill.
+  """
   tokenizer = tiny_tokenizer()
   cfg = {**CONFIGS[family], "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
          "eos_token_id": tokenizer.eos_token_id}
-  save_hf(Decoder(from_hf_config(cfg), rngs=nnx.Rngs(seed)), path)
+  model = jax.tree.map(lambda w: w * sharpness, Decoder(from_hf_config(cfg), rngs=nnx.Rngs(seed)))
+  save_hf(model, path)
   tokenizer.save_pretrained(path)
   return path
 

@@ -1,0 +1,61 @@
+"""The distillation job: it distills, and bad configs fail fast with one line."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs.distill import get_config
+from rd import train
+from tests.fixtures import make_model_dir, make_task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+  d = tmp_path_factory.mktemp("distill")
+  return {"model": make_model_dir(str(d / "model"), sharpness=8.0),
+          "train": make_task(str(d / "train.jsonl"), 8)}
+
+
+def test_distillation_drives_kl_below_one_percent(files, tmp_path):
+  c = get_config("tiny")
+  c.model.path, c.data.train = files["model"], files["train"]
+  c.data.global_batch = 8
+  c.lora.update(rank=8, targets=("q", "k", "v", "o", "gate", "up", "down"))
+  c.optim.update(lr=2e-2, warmup_steps=5)
+  c.train.update(steps=60, log_every=60, checkpoint_every=1000)
+  result = train.train(c, str(tmp_path / "wd"))
+  assert result.before["kl"] > 0.1  # the context really changes this model's predictions
+  assert result.after["kl"] < 0.01 * result.before["kl"]
+  assert os.path.exists(tmp_path / "wd" / "lora" / "adapter.safetensors")
+  assert os.path.exists(tmp_path / "wd" / "metrics.jsonl")
+
+
+def _job(*overrides, files=None):
+  args = [sys.executable, "-m", "launch.distill", "--config=configs/distill.py:tiny",
+          "--workdir=/tmp/rd-never-written", *overrides]
+  if files:
+    args += [f"--config.model.path={files['model']}", f"--config.data.train={files['train']}"]
+  start = time.perf_counter()
+  proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+  return proc, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("override, field", [
+    ("--config.optim.lrr=1e-3", "lrr"),  # unknown key
+    ("--config.optim.lr=fast", "config.optim.lr"),  # wrong type
+    ("--config.model.path=/no/such/model", "config.model.path"),  # missing model
+    ("--config.loss.divergence=kl", "config.loss.divergence"),  # bad choice
+])
+def test_bad_config_fails_fast_with_one_line(files, override, field):
+  proc, seconds = _job(override, files=files if "model.path" not in override else None)
+  if "model.path" in override:
+    proc, seconds = _job(override, f"--config.data.train={files['train']}")
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert proc.returncode != 0 and seconds < 10
+  assert len(lines) <= 2 and field in lines[0], proc.stderr  # absl adds a "--helpshort" hint
+  assert "Traceback" not in proc.stderr
