@@ -160,7 +160,7 @@ def train_step(state: TrainState, base: Decoder, batch, teacher_lora: Lora | Non
     return loss, means
 
   (loss, means), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
