@@ -4,8 +4,9 @@ r"""The distillation job.
       --config.data.train=train.jsonl --config.optim.lr=3e-4
 
 Resumes automatically from the newest checkpoint in --workdir. SIGTERM saves and exits 0.
-Multi-process: set --coordinator_address/--num_processes/--process_id (or run under a launcher
-that sets them: see launch/local_multiprocess.py, launch/tpu_pod.sh, launch/slurm.sbatch).
+Multi-process: set --coordinator_address/--num_processes/--process_id (launch/local_multiprocess.py
+does, on one machine), or --distributed=auto on a Cloud TPU pod or under SLURM/Open MPI, where
+`jax.distributed.initialize()` finds them itself (launch/tpu_pod.sh, launch/slurm.sbatch).
 """
 
 import re
@@ -20,6 +21,9 @@ flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the trained LoRA 
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+flags.DEFINE_enum("distributed", "off", ["off", "auto"],
+                  "auto: jax.distributed.initialize() with no arguments, which detects Cloud TPU "
+                  "pods, SLURM (one task per GPU) and Open MPI.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -45,7 +49,9 @@ def main(argv):
   except config_lib.ConfigError as e:
     sys.exit(f"error: {e}")
   import jax
-  if FLAGS.num_processes and FLAGS.num_processes > 1:
+  if FLAGS.distributed == "auto":
+    jax.distributed.initialize()
+  elif FLAGS.num_processes and FLAGS.num_processes > 1:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   from rd import train
   result = train.train(FLAGS.config, FLAGS.workdir)

@@ -4,7 +4,7 @@ import pytest
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: needs the real Gemma 3 270M model; run with -m slow")
+  config.addinivalue_line("markers", "slow: minutes, not seconds (the real Gemma 3 270M, multi-device variants); run with -m slow")
 
 
 def pytest_collection_modifyitems(config, items):
