@@ -25,6 +25,7 @@ from rd.checkpoint import Checkpointer, PreemptionGuard
 from rd.data.examples import read_jsonl
 from rd.data.pipeline import make_iterator
 from rd.data.templates import Template
+from rd.embedded import resolve_model_path
 from rd.metrics import MetricsWriter, format_table
 from rd.tokenizer import load_tokenizer
 from rd.weights import adapter
@@ -86,7 +87,8 @@ def train(c, workdir: str) -> Result:
   params = lora_lib.init(base.spec, config_lib.lora_config(c), jax.random.key(c.train.seed))
   state = jax.device_put(distill.init_state(params, optimizer, c.train.seed), replicated)
   checkpointer = Checkpointer(workdir, keep=c.train.keep_checkpoints,
-                              every_steps=c.train.checkpoint_every, base_model=c.model.path,
+                              every_steps=c.train.checkpoint_every,
+                              base_model=resolve_model_path(c.model.path),
                               config=c.to_dict())
   state, resumed = checkpointer.restore_or_init(state, iterator)
   start = int(resumed or 0)
