@@ -92,20 +92,26 @@ def apply(base: Decoder, lora: lora_lib.Lora | None, tokens: jax.Array,
     k_pos = jax.lax.dynamic_update_slice_in_dim(cache.positions, positions, index, axis=1)
     k_seg = jax.lax.dynamic_update_slice_in_dim(cache.segment_ids, segment_ids, index, axis=1)
 
+  # Sliding and global layers differ only in mask and RoPE base; both variants are built once
+  # here and each scanned layer picks its own.
   sliding = spec.sliding_window is not None
   global_mask = attention_mask(positions, segment_ids, k_pos, k_seg)
-  local_mask = attention_mask(positions, segment_ids, k_pos, k_seg, spec.sliding_window)
   sin_g, cos_g = rope.sin_cos(positions, rope.inverse_frequencies(spec.rope_global, spec.head_dim))
-  sin_l, cos_l = rope.sin_cos(
-      positions, rope.inverse_frequencies(spec.rope_local or spec.rope_global, spec.head_dim))
+  if sliding:
+    local_mask = attention_mask(positions, segment_ids, k_pos, k_seg, spec.sliding_window)
+    sin_l, cos_l = rope.sin_cos(
+        positions, rope.inverse_frequencies(spec.rope_local or spec.rope_global, spec.head_dim))
   lora_scale = lora.scale if lora is not None else 1.0
 
   def layer(x, xs):
     block, layer_lora, is_sliding, layer_cache = xs
-    pick = (lambda local, glob: jnp.where(is_sliding, local, glob)) if sliding else (
-        lambda local, glob: glob)
-    x, layer_cache = block(x, layer_lora, lora_scale, pick(sin_l, sin_g), pick(cos_l, cos_g),
-                           pick(local_mask, global_mask), layer_cache, index)
+    mask, sin, cos = global_mask, sin_g, cos_g
+    if sliding:
+      mask, sin, cos = (jnp.where(is_sliding, local, glob) for local, glob in
+                        ((local_mask, global_mask), (sin_l, sin_g), (cos_l, cos_g)))
+    x, layer_cache = block(x, layer_lora, lora_scale, sin, cos, mask, layer_cache, index)
+    # With `capture`, every layer's output is stacked and the requested ones picked after the
+    # scan: simple, and [L, B, T, d] is small next to the activations remat already keeps.
     return x, (x if capture else None, layer_cache)
 
   if remat not in REMAT_POLICIES:
