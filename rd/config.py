@@ -12,6 +12,7 @@ import os
 import ml_collections
 
 from rd import lora as lora_lib
+from rd.data import sources
 from rd.data.tokenize import Buckets
 from rd.distill import LossConfig, OptimConfig
 from rd.losses import DIVERGENCES
@@ -54,10 +55,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"{c.model.path!r} does not exist; give an HF directory, a .gguf file or "
          f"{DEFAULT_MODEL!r}")
   _check(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "use float32 or bfloat16")
-  _check(bool(c.data.train), "data.train", "set the training data (a .jsonl file)")
+  _check(bool(c.data.train), "data.train", "set the training data (see rd/data/sources.py)")
   for field in ("train", "eval"):
-    path = c.data[field]
-    _check(not path or os.path.exists(path), f"data.{field}", f"{path!r} does not exist")
+    problem = c.data[field] and sources.check(c.data[field])
+    _check(not problem, f"data.{field}", str(problem))
   if c.teacher.lora_workdir:
     _check(os.path.isdir(c.teacher.lora_workdir), "teacher.lora_workdir",
            f"{c.teacher.lora_workdir!r} is not a directory")

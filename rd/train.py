@@ -22,7 +22,7 @@ from rd import distill
 from rd import lora as lora_lib
 from rd import sharding
 from rd.checkpoint import Checkpointer, PreemptionGuard
-from rd.data.examples import read_jsonl
+from rd.data import sources
 from rd.data.pipeline import make_iterator
 from rd.data.templates import Template
 from rd.embedded import resolve_model_path
@@ -77,8 +77,8 @@ def train(c, workdir: str) -> Result:
   base = load_model(c.model.path, dtype=c.model.dtype, sharding=sharding.param_sharding_fn(mesh))
   tokenizer = load_tokenizer(c.model.path)
   teacher_lora = adapter.load(c.teacher.lora_workdir) if c.teacher.lora_workdir else None
-  train_examples = read_jsonl(c.data.train)
-  eval_examples = read_jsonl(c.data.eval)[:c.data.eval_examples] if c.data.eval else (
+  train_examples = sources.load(c.data.train)
+  eval_examples = sources.load(c.data.eval)[:c.data.eval_examples] if c.data.eval else (
       train_examples[:c.data.eval_examples])
   iterator = _data(c, train_examples, tokenizer, shuffle=True, epochs=None, seed=c.data.seed)
 
