@@ -100,8 +100,9 @@ def train(c, workdir: str) -> Result:
   run_eval = functools.partial(evaluate, eval_fn, base=base, teacher_lora=teacher_lora,
                                examples=eval_examples, c=c, tokenizer=tokenizer, mesh=mesh)
   writer = MetricsWriter(workdir)
-  before = run_eval(params=state.params)
-  writer.write(start, before, prefix="eval/")
+  before = run_eval(params=params)  # the untrained student (B = 0), also on a resumed run
+  if start == 0:
+    writer.write(0, before, prefix="eval/")
 
   guard = PreemptionGuard()
   stopped_early = False
