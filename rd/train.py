@@ -28,7 +28,7 @@ from rd.data.templates import Template
 from rd.embedded import resolve_model_path
 from rd.metrics import MetricsWriter, format_table
 from rd.tokenizer import load_tokenizer
-from rd.weights import adapter
+from rd.weights import adapter, peft
 from rd.weights.load import load_model
 
 
@@ -144,6 +144,9 @@ def train(c, workdir: str) -> Result:
   writer.write(int(state.step), after, prefix="eval/")
   writer.close()
   adapter.save(state.params, f"{workdir}/lora")
+  if c.train.export_peft:  # the same LoRA as a PEFT adapter, for transformers users
+    peft.save_peft(state.params, base.spec, c.train.export_peft,
+                   base_model_name_or_path=str(resolve_model_path(c.model.path)))
   if jax.process_index() == 0:
     print("\n" + format_table([[name, f"{before[name]:.4f}", f"{after[name]:.4f}"]
                                for name in before], ["eval loss", "before", "after"]))

@@ -5,10 +5,14 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from configs.distill import get_config
 from rd import train
+from rd.weights import adapter, peft
+from rd.weights.load import load_model
 from tests.fixtures import make_model_dir, make_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,12 +31,18 @@ def test_distillation_drives_kl_below_one_percent(files, tmp_path):
   c.data.global_batch = 8
   c.lora.update(rank=8, targets=("q", "k", "v", "o", "gate", "up", "down"))
   c.optim.update(lr=2e-2, warmup_steps=5)
-  c.train.update(steps=60, log_every=60, checkpoint_every=1000)
+  c.train.update(steps=60, log_every=60, checkpoint_every=1000,
+                 export_peft=str(tmp_path / "peft"))
   result = train.train(c, str(tmp_path / "wd"))
   assert result.before["kl"] > 0.1  # the context really changes this model's predictions
   assert result.after["kl"] < 0.01 * result.before["kl"]
   assert os.path.exists(tmp_path / "wd" / "lora" / "adapter.safetensors")
   assert os.path.exists(tmp_path / "wd" / "metrics.jsonl")
+  exported = peft.load_peft(str(tmp_path / "peft"), load_model(files["model"]).spec)  # the switch
+  saved = adapter.load(str(tmp_path / "wd"))
+  assert exported.scale == saved.scale
+  for a, b in zip(jax.tree.leaves(exported.weights), jax.tree.leaves(saved.weights)):
+    np.testing.assert_array_equal(a, b)
 
 
 def _job(*overrides, files=None):
