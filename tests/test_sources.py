@@ -29,3 +29,10 @@ def test_bad_sources_are_named(source, words):
   assert words in sources.check(source)
   with pytest.raises(ValueError, match="does not exist|tfds:NAME|paired:WITH"):
     sources.load(source)
+
+
+def test_tfds_source_prepares_and_reads_without_network(tmp_path, monkeypatch):
+  monkeypatch.setenv("RD_CACHE_DIR", str(tmp_path))
+  train = sources.load("tfds:rd_facts/small:train")
+  assert len(train) > 24 * 4 and train[0].context and train[0].response.strip()
+  assert sources.check("tfds:rd_facts/small:test") is None
