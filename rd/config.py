@@ -39,7 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
                  b2=0.999, clip_norm=1.0)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.train = dict(steps=100, seed=0, log_every=10, eval_every=0, checkpoint_every=50,
-                 keep_checkpoints=3, max_nonfinite=10, export_peft="")
+                 keep_checkpoints=3, max_nonfinite=10, export_peft="",
+                 export_merged="")
   return ml_collections.ConfigDict(c)
 
 

@@ -147,6 +147,8 @@ def train(c, workdir: str) -> Result:
   if c.train.export_peft:  # the same LoRA as a PEFT adapter, for transformers users
     peft.save_peft(state.params, base.spec, c.train.export_peft,
                    base_model_name_or_path=str(resolve_model_path(c.model.path)))
+  if c.train.export_merged:  # base + LoRA folded together, as a Hugging Face model directory
+    peft.save_merged(base, state.params, c.train.export_merged)
   if jax.process_index() == 0:
     print("\n" + format_table([[name, f"{before[name]:.4f}", f"{after[name]:.4f}"]
                                for name in before], ["eval loss", "before", "after"]))

@@ -11,6 +11,7 @@ import pytest
 
 from configs.distill import get_config
 from rd import train
+from rd.models import apply
 from rd.weights import adapter, peft
 from rd.weights.load import load_model
 from tests.fixtures import make_model_dir, make_task
@@ -32,7 +33,7 @@ def test_distillation_drives_kl_below_one_percent(files, tmp_path):
   c.lora.update(rank=8, targets=("q", "k", "v", "o", "gate", "up", "down"))
   c.optim.update(lr=2e-2, warmup_steps=5)
   c.train.update(steps=60, log_every=60, checkpoint_every=1000,
-                 export_peft=str(tmp_path / "peft"))
+                 export_peft=str(tmp_path / "peft"), export_merged=str(tmp_path / "merged"))
   result = train.train(c, str(tmp_path / "wd"))
   assert result.before["kl"] > 0.1  # the context really changes this model's predictions
   assert result.after["kl"] < 0.01 * result.before["kl"]
@@ -43,6 +44,10 @@ def test_distillation_drives_kl_below_one_percent(files, tmp_path):
   assert exported.scale == saved.scale
   for a, b in zip(jax.tree.leaves(exported.weights), jax.tree.leaves(saved.weights)):
     np.testing.assert_array_equal(a, b)
+  tokens = np.arange(1, 17).reshape(2, 8)
+  merged = apply(load_model(str(tmp_path / "merged")), None, tokens).hidden
+  live = apply(load_model(files["model"]), saved, tokens).hidden
+  np.testing.assert_allclose(merged, live, atol=1e-4)
 
 
 def _job(*overrides, files=None):
