@@ -9,11 +9,12 @@ does, on one machine), or --distributed=auto on a Cloud TPU pod or under SLURM/O
 `jax.distributed.initialize()` finds them itself (launch/tpu_pod.sh, launch/slurm.sbatch).
 """
 
-import re
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from launch import config_cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].", lock_config=True)
@@ -27,27 +28,10 @@ flags.DEFINE_enum("distributed", "off", ["off", "auto"],
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def parse_flags(argv):
-  """absl's parser, with an unknown `--config.x.y` override reported as one line, not a trace."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:  # e.g. a wrongly typed override
-    sys.exit(f"error: {e}")
-  except (AttributeError, KeyError) as e:
-    match = re.search(r'instead of "(\w+)"', str(e)) or re.search(r"(\w+)", str(e))
-    key = match[1] if match else "?"
-    arg = next((a for a in argv if re.search(rf"\.{key}(=|\.|$)", a)), key)
-    hint = re.search(r"Did you mean [^?]*\?", str(e))
-    sys.exit(f"error: {arg}: config has no field {key!r}" + (f"; {hint[0]}" if hint else ""))
-
-
 def main(argv):
   del argv
   from rd import config as config_lib  # after flag parsing: importing jax costs seconds
-  try:
-    config_lib.validate(FLAGS.config)
-  except config_lib.ConfigError as e:
-    sys.exit(f"error: {e}")
+  config_cli.validate_or_exit(config_lib.validate, FLAGS.config)
   import jax
   if FLAGS.distributed == "auto":
     jax.distributed.initialize()
@@ -59,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=config_cli.parse_flags)

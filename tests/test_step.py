@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rd import distill, lora as lora_lib, losses
+from rd import distill, lora as lora_lib
 from rd.data import Buckets, Example, Featurizer, Template, collate, pack_batch
 from rd.models import apply, lm_logits
 from tests.test_data_helpers import random_text, tiny_tokenizer
