@@ -15,15 +15,14 @@ from safetensors.flax import save_file
 
 from rd.models.decoder import Decoder
 from rd.models.spec import to_hf_config
-from rd.weights.names import hf_tensor
+from rd.weights.names import hf_tensor, rd_path
 
 
 def hf_state_dict(base: Decoder) -> dict[str, jax.Array]:
   """HF tensor name -> array, gathered to this host."""
   tensors = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(base)[0]:
-    names = tuple(getattr(k, "name", getattr(k, "key", None)) for k in path)
-    names = names[:-1] if names[-1] == "value" else names
+    names = rd_path(path)
     target = hf_tensor(names, base.spec)
     value = np.asarray(jax.device_get(leaf))
     layers = enumerate(value) if names[0] == "blocks" else [(None, value)]

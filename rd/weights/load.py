@@ -18,7 +18,7 @@ from rd.embedded import resolve_model_path
 from rd.models.decoder import Decoder
 from rd.models.spec import ModelSpec, from_hf_config, load_hf_config
 from rd.weights import gguf
-from rd.weights.names import hf_tensor
+from rd.weights.names import hf_tensor, rd_path
 from rd.weights.safetensors import SafetensorsReader
 
 # (rd parameter path, shape) -> where that parameter goes. Default: the first device.
@@ -47,25 +47,20 @@ def _prefix(reader, where: str) -> str:
                    f"{[p + 'embed_tokens.weight' for p in _PREFIXES]})")
 
 
-def _path_names(path) -> tuple[str, ...]:
-  names = tuple(getattr(k, "name", getattr(k, "key", None)) for k in path)
-  return names[:-1] if names[-1] == "value" else names
-
-
-def _expected(spec: ModelSpec, rd_path, shape, prefix) -> list[tuple[str, tuple[int, ...], bool]]:
+def _expected(spec: ModelSpec, param, shape, prefix) -> list[tuple[str, tuple[int, ...], bool]]:
   """[(HF name, HF shape, transpose)] for every layer slice of one rd parameter."""
-  target = hf_tensor(rd_path, spec, prefix)
-  per_layer = shape[1:] if rd_path[0] == "blocks" else shape
+  target = hf_tensor(param, spec, prefix)
+  per_layer = shape[1:] if param[0] == "blocks" else shape
   hf_shape = tuple(reversed(per_layer)) if target.transpose else tuple(per_layer)
-  layers = range(spec.num_layers) if rd_path[0] == "blocks" else [None]
+  layers = range(spec.num_layers) if param[0] == "blocks" else [None]
   return [(target.name.format(i=i), hf_shape, target.transpose) for i in layers]
 
 
 def _check(reader, where, plan):
-  for rd_path, (entries, _) in plan.items():
+  for param, (entries, _) in plan.items():
     for name, hf_shape, _ in entries:
       if name not in reader:
-        raise ValueError(f"{where}: tensor {name!r} (for rd parameter {'/'.join(rd_path)}) is "
+        raise ValueError(f"{where}: tensor {name!r} (for rd parameter {'/'.join(param)}) is "
                          "missing; the config does not match the weights")
       if tuple(reader.shape(name)) != hf_shape:
         raise ValueError(f"{where}: tensor {name!r} has shape {tuple(reader.shape(name))} but the "
@@ -78,22 +73,22 @@ def load_model(path: str, *, dtype=jnp.float32, sharding: ShardingFn | None = No
   prefix = _prefix(reader, where)
   abstract = nnx.eval_shape(lambda: Decoder(spec, dtype=dtype, rngs=nnx.Rngs(0)))
   flat, treedef = jax.tree_util.tree_flatten_with_path(abstract)
-  plan = {_path_names(p): (_expected(spec, _path_names(p), leaf.shape, prefix), leaf)
+  plan = {rd_path(p): (_expected(spec, rd_path(p), leaf.shape, prefix), leaf)
           for p, leaf in flat}
   _check(reader, where, plan)
   default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
-  def build(rd_path, entries, leaf):
+  def build(param, entries, leaf):
     def read(index):  # index: tuple of slices into the rd parameter
-      if rd_path[0] != "blocks":
+      if param[0] != "blocks":
         return _slice(reader[entries[0][0]], entries[0][2], index, dtype)
       layers = range(spec.num_layers)[index[0]]
       return np.stack([_slice(reader[entries[i][0]], entries[i][2], index[1:], dtype)
                        for i in layers])
-    target = sharding(rd_path, leaf.shape) if sharding else default
+    target = sharding(param, leaf.shape) if sharding else default
     return jax.make_array_from_callback(leaf.shape, target, read)
 
-  arrays = [build(path, *plan[path]) for path in (_path_names(p) for p, _ in flat)]
+  arrays = [build(path, *plan[path]) for path in (rd_path(p) for p, _ in flat)]
   return jax.tree_util.tree_unflatten(treedef, arrays)
 
 

@@ -41,6 +41,13 @@ def _block_name(path: tuple[str, ...], spec: ModelSpec) -> HFTensor:
   return HFTensor(proj + ".bias")
 
 
+def rd_path(key_path) -> tuple[str, ...]:
+  """A jax key path into a `Decoder` -> its rd parameter path, e.g. ("blocks", "attn", "q",
+  "kernel") (the trailing `value` of an nnx.Param is dropped)."""
+  names = tuple(getattr(k, "name", getattr(k, "key", None)) for k in key_path)
+  return names[:-1] if names[-1] == "value" else names
+
+
 def hf_tensor(path: tuple[str, ...], spec: ModelSpec, prefix: str = "model.") -> HFTensor:
   """The HF tensor behind rd parameter `path` (tuple of attribute names)."""
   if path == ("embed",):
