@@ -28,8 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = dict(path="gemma3-270m", dtype="float32")
   c.lora = dict(rank=16, alpha=16.0, targets=("q", "k", "v", "o"))
   # Teacher: the base with the context in its prompt, plus optionally a LoRA from an rd
-  # checkpoint directory (the workdir of an earlier run).
-  c.teacher = dict(lora_workdir="")
+  # checkpoint directory (the workdir of an earlier run). cache: run the teacher once over the
+  # training examples and reuse its response rows every epoch (exact; rd/teacher_cache.py).
+  c.teacher = dict(lora_workdir="", cache=False)
   c.data = dict(train="", eval="", template_teacher="{context}\n\n{query}",
                 template_student="{query}", teacher_len=256, student_len=128, response_len=32,
                 add_eos=False, global_batch=8, seed=0, eval_examples=64)

@@ -85,26 +85,43 @@ def gather_rows(hidden: jax.Array, rows: jax.Array, row_index: jax.Array | None 
   return picked.reshape(*picked.shape[:-3], -1, picked.shape[-1])
 
 
-def _teacher(base: Decoder, teacher_lora: Lora | None, batch, layers):
-  """Teacher hidden rows [N, d] (or [K, N, d] for a K-context ensemble) and captured rows.
+def teacher_outputs(base: Decoder, teacher_lora: Lora | None, batch, layers=()):
+  """The teacher's rows, example-major: {"hidden": [B, R, d] ([B, K, R, d] for a K-context
+  ensemble), "captured": [B, C, R, d] (only with `layers`)}, under stop_gradient.
 
   An ensemble's sequences [B, K, T] run as one batch of B*K; its captured states (for hidden
-  alignment) are those of the first context.
+  alignment) are those of the first context. `rd.teacher_cache` stores exactly this.
   """
   tokens = batch["teacher_tokens"]
   b, r = batch["row_mask"].shape
-  k = tokens.shape[1] if tokens.ndim == 3 else 0
+  k = tokens.shape[1] if tokens.ndim == 3 else 1
   flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
   out = apply(base, teacher_lora, flat(tokens), flat(batch["teacher_positions"]),
               flat(batch["teacher_segment_ids"]), capture=layers)
   rows = flat(batch["teacher_rows"])
-  hidden = gather_rows(out.hidden, rows)
-  captured = gather_rows(out.captured, rows) if layers else None
-  if k:  # [B*K*R, d] -> [K, B*R, d]
-    hidden = hidden.reshape(b, k, r, -1).swapaxes(0, 1).reshape(k, b * r, -1)
-    if captured is not None:
-      captured = captured.reshape(len(layers), b, k, r, -1)[:, :, 0].reshape(len(layers), b * r, -1)
-  return jax.lax.stop_gradient(hidden), jax.lax.stop_gradient(captured)
+  hidden = gather_rows(out.hidden, rows).reshape(b, k, r, -1)
+  outputs = {"hidden": hidden if tokens.ndim == 3 else hidden[:, 0]}
+  if layers:  # [C, B*K*R, d] -> [B, C, R, d] of the first context
+    captured = gather_rows(out.captured, rows).reshape(len(layers), b, k, r, -1)[:, :, 0]
+    outputs["captured"] = captured.swapaxes(0, 1)
+  return jax.lax.stop_gradient(outputs)
+
+
+def _teacher(base: Decoder, teacher_lora: Lora | None, batch, layers):
+  """Teacher hidden rows [N, d] (or [K, N, d] for an ensemble) and captured rows [C, N, d],
+  from a cached batch (`teacher_hidden`, `teacher_captured`) or a fresh forward pass."""
+  if "teacher_hidden" in batch:
+    outputs = {"hidden": batch["teacher_hidden"], "captured": batch.get("teacher_captured")}
+  else:
+    outputs = teacher_outputs(base, teacher_lora, batch, layers)
+  hidden, captured = outputs["hidden"], outputs.get("captured")
+  if hidden.ndim == 4:  # [B, K, R, d] -> [K, B*R, d]
+    hidden = hidden.swapaxes(0, 1)
+  hidden = hidden.reshape(*hidden.shape[:-3], -1, hidden.shape[-1])
+  if layers:  # [B, C, R, d] -> [C, B*R, d]
+    captured = captured.swapaxes(0, 1)
+    captured = captured.reshape(captured.shape[0], -1, captured.shape[-1])
+  return jax.lax.stop_gradient(hidden), jax.lax.stop_gradient(captured) if layers else None
 
 
 def _student(base: Decoder, lora: Lora | None, batch, layers, remat):

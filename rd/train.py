@@ -20,6 +20,7 @@ from rd import config as config_lib
 from rd import distill
 from rd import lora as lora_lib
 from rd import sharding
+from rd import teacher_cache as teacher_cache_lib
 from rd.checkpoint import Checkpointer, PreemptionGuard
 from rd.data import sources
 from rd.data.pipeline import make_iterator
@@ -67,19 +68,46 @@ def evaluate(eval_fn, params, base, teacher_lora, examples, c, tokenizer, mesh) 
   return {name: s / max(n, 1.0) for name, (s, n) in sums.items()}
 
 
-def train(c, workdir: str) -> Result:
+def build_teacher_cache(c, base, teacher_lora, examples, tokenizer, mesh, loss_cfg):
+  """One teacher pass over this process's training examples (see rd/teacher_cache.py)."""
+  layers = loss_cfg.hidden_layers if loss_cfg.hidden_weight else ()
+  teacher_fn = jax.jit(lambda batch: distill.teacher_outputs(base, teacher_lora, batch, layers))
+  batches = _data(c, teacher_cache_lib.pass_examples(examples, jax.process_count()), tokenizer,
+                  shuffle=False, epochs=1, seed=0)
+  start = time.perf_counter()
+  cache = teacher_cache_lib.build(teacher_fn, tqdm(batches, desc="teacher cache", leave=False,
+                                                   disable=jax.process_index() != 0),
+                                  mesh, num_examples=len(examples),
+                                  response_len=c.data.response_len)
+  logging.info("teacher cache: %d examples, %.1f MB, %.1f s", len(cache.hidden),
+               cache.hidden.nbytes / 2**20, time.perf_counter() - start)
+  return cache
+
+
+def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
+  """Trains the config's student in `workdir` (resuming from its latest checkpoint).
+
+  `base` and `tokenizer` may be passed in by a job that already loaded `c.model.path` (they
+  are then used as they are, unsharded); by default they are loaded here with the mesh's
+  parameter shardings.
+  """
   config_lib.validate(c)
   loss_cfg, optim_cfg = config_lib.loss_config(c), config_lib.optim_config(c)
   mesh = sharding.make_mesh(**c.mesh)
   logging.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
 
-  base = load_model(c.model.path, dtype=c.model.dtype, sharding=sharding.param_sharding_fn(mesh))
-  tokenizer = load_tokenizer(c.model.path)
+  if base is None:
+    base = load_model(c.model.path, dtype=c.model.dtype,
+                      sharding=sharding.param_sharding_fn(mesh))
+  tokenizer = tokenizer or load_tokenizer(c.model.path)
   teacher_lora = adapter.load(c.teacher.lora_workdir) if c.teacher.lora_workdir else None
   train_examples = sources.load(c.data.train)
   eval_examples = sources.load(c.data.eval)[:c.data.eval_examples] if c.data.eval else (
       train_examples[:c.data.eval_examples])
   iterator = _data(c, train_examples, tokenizer, shuffle=True, epochs=None, seed=c.data.seed)
+  cache = (build_teacher_cache(c, base, teacher_lora, train_examples, tokenizer, mesh, loss_cfg)
+           if c.teacher.cache and (loss_cfg.kl_weight or loss_cfg.hidden_weight) else None)
+  step_batch = cache.attach if cache else (lambda batch: batch)  # noqa: E731
 
   optimizer = distill.make_optimizer(optim_cfg)
   replicated = sharding.replicated(mesh)
@@ -109,7 +137,7 @@ def train(c, workdir: str) -> Result:
              disable=jax.process_index() != 0)
   step_time = time.perf_counter()
   for step in bar:
-    batch = sharding.shard_batch(_without_bookkeeping(next(iterator)), mesh)
+    batch = sharding.shard_batch(_without_bookkeeping(step_batch(next(iterator))), mesh)
     state, metrics = step_fn(state, base, batch, teacher_lora)
     done = step + 1
     if done % c.train.log_every == 0 or done == c.train.steps:

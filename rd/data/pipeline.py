@@ -51,8 +51,10 @@ def check_ensemble_size(examples: Sequence[Example]) -> int:
   return ks.pop() if ks else 0
 
 
-def _with_index(index: int, example: Example) -> tuple[int, Example]:
-  return index, example
+def _with_index(size: int, index: int, example: Example) -> tuple[int, Example]:
+  # A repeated dataset passes the index in the whole stream (epoch * size + i); the example's
+  # own index is what `example_index` promises.
+  return index % size, example
 
 
 def _featurize(featurizer: Featurizer, indexed: tuple[int, Example]):
@@ -83,7 +85,7 @@ def make_dataset(examples: Sequence[Example] | grain.MapDataset, featurizer: Fea
   n = len(ds)
   if n // count == 0:
     raise ValueError(f"{n} examples cannot be split over {count} processes")
-  ds = ds.map_with_index(_with_index)
+  ds = ds.map_with_index(functools.partial(_with_index, n))
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds[: n - n % count][index::count]

@@ -1,0 +1,66 @@
+"""The teacher cache is exact: cached rows give the same losses and the same training run."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs.distill import get_config
+from rd import distill, sharding, train
+from rd.teacher_cache import TEACHER_INPUTS, build
+from tests.fixtures import make_model_dir, make_task
+from tests.test_step import CFG, _batch, model  # noqa: F401  (pytest fixture)
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _cache_for(model, batch, layers=()):  # noqa: F811
+  batch = {**batch, "example_index": np.arange(len(batch["row_mask"]))[::-1].copy()}
+  teacher = jax.jit(lambda b: distill.teacher_outputs(model, None, b, layers))
+  mesh = sharding.make_mesh()
+  cache = build(teacher, [batch], mesh, num_examples=len(batch["row_mask"]),
+                response_len=batch["row_mask"].shape[1] + 2)
+  return batch, cache
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_cached_rows_give_the_same_losses(model, k):  # noqa: F811
+  cfg = CFG.__class__(**{**CFG.__dict__, "hidden_weight": 1.0, "hidden_layers": (0, 1)})
+  batch, cache = _cache_for(model, _batch(k=k), layers=cfg.hidden_layers)
+  attached = cache.attach(batch)
+  assert not set(TEACHER_INPUTS) & set(attached)
+  fresh = distill.loss_terms(model, None, None, batch, cfg)
+  cached = distill.loss_terms(model, None, None, attached, cfg)
+  for name in ("kl", "hidden"):
+    np.testing.assert_allclose(cached[name], fresh[name], rtol=1e-5, atol=1e-6)
+    assert float(fresh[name][0]) > 0
+
+
+def test_attach_zeroes_padding_and_rejects_unknown_examples(model):  # noqa: F811
+  batch, cache = _cache_for(model, _batch())
+  padded = {**batch, "example_index": np.array([0, 1, -1, 2])}
+  assert not np.any(cache.attach(padded)["teacher_hidden"][2])
+  cache.slot[1] = -1
+  with pytest.raises(KeyError, match="not in the teacher cache"):
+    cache.attach(padded)
+
+
+def test_a_cached_run_trains_like_an_uncached_one(tmp_path):
+  model_dir = make_model_dir(str(tmp_path / "model"), sharpness=8.0)
+  data = make_task(str(tmp_path / "train.jsonl"), 6)
+  runs = {}
+  for cached in (False, True):
+    c = get_config("tiny")
+    c.model.path, c.data.train = model_dir, data
+    c.data.global_batch = 4  # 6 examples: epochs of 1.5 steps, so batches straddle epochs
+    c.teacher.cache = cached
+    c.train.update(steps=5, log_every=1, checkpoint_every=1000)
+    workdir = tmp_path / f"wd{int(cached)}"
+    runs[cached] = train.train(c, str(workdir))
+    losses = [json.loads(line).get("train/loss") for line in open(workdir / "metrics.jsonl")]
+    runs[cached].losses = [x for x in losses if x is not None]
+  np.testing.assert_allclose(runs[True].losses, runs[False].losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(runs[True].state.params), jax.tree.leaves(runs[False].state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert runs[False].losses[-1] < runs[False].losses[0]
