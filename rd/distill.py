@@ -21,7 +21,7 @@ from flax import struct
 
 from rd import losses
 from rd.lora import Lora
-from rd.models.decoder import Decoder, apply, lm_logits
+from rd.models.decoder import Cache, Decoder, apply, init_cache, lm_logits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,19 +85,41 @@ def gather_rows(hidden: jax.Array, rows: jax.Array, row_index: jax.Array | None 
   return picked.reshape(*picked.shape[:-3], -1, picked.shape[-1])
 
 
+def _shared_prefix_cache(base: Decoder, teacher_lora: Lora | None, batch) -> Cache:
+  """KV cache of the batch's shared prefixes, one row per example.
+
+  `prefix_tokens/positions/segment_ids` [G, P] hold G distinct contexts (right-padded, segment
+  0); `prefix_index` [B] says which one each example continues. Each prefix runs once, then its
+  cache rows are copied to the examples that share it; the teacher sequences [B, T] are the
+  suffixes, with positions counting on from their prefix's length. Masks go by position and
+  segment, so the padding between a short prefix and its suffix is simply never attended.
+  """
+  tokens = batch["prefix_tokens"]
+  empty = init_cache(base.spec, tokens.shape[0], tokens.shape[1] + batch["teacher_tokens"].shape[1],
+                     dtype=base.embed[...].dtype)
+  cache = apply(base, teacher_lora, tokens, batch["prefix_positions"],
+                batch["prefix_segment_ids"], cache=empty).cache
+  index = batch["prefix_index"]
+  take = lambda x, axis: jnp.take(x, index, axis=axis)  # noqa: E731
+  return Cache(jax.tree.map(lambda x: take(x, 1), cache.layers), take(cache.positions, 0),
+               take(cache.segment_ids, 0), cache.index)
+
+
 def teacher_outputs(base: Decoder, teacher_lora: Lora | None, batch, layers=()):
   """The teacher's rows, example-major: {"hidden": [B, R, d] ([B, K, R, d] for a K-context
   ensemble), "captured": [B, C, R, d] (only with `layers`)}, under stop_gradient.
 
   An ensemble's sequences [B, K, T] run as one batch of B*K; its captured states (for hidden
-  alignment) are those of the first context. `rd.teacher_cache` stores exactly this.
+  alignment) are those of the first context. A batch with `prefix_tokens` runs its shared
+  contexts once (`_shared_prefix_cache`). `rd.teacher_cache` stores exactly this.
   """
   tokens = batch["teacher_tokens"]
   b, r = batch["row_mask"].shape
   k = tokens.shape[1] if tokens.ndim == 3 else 1
   flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+  cache = _shared_prefix_cache(base, teacher_lora, batch) if "prefix_tokens" in batch else None
   out = apply(base, teacher_lora, flat(tokens), flat(batch["teacher_positions"]),
-              flat(batch["teacher_segment_ids"]), capture=layers)
+              flat(batch["teacher_segment_ids"]), capture=layers, cache=cache)
   rows = flat(batch["teacher_rows"])
   hidden = gather_rows(out.hidden, rows).reshape(b, k, r, -1)
   outputs = {"hidden": hidden if tokens.ndim == 3 else hidden[:, 0]}

@@ -26,7 +26,8 @@ from jax.sharding import PartitionSpec as P
 from rd import sharding
 
 # Batch keys only the teacher's forward pass reads; a cached batch does not carry them.
-TEACHER_INPUTS = ("teacher_tokens", "teacher_positions", "teacher_segment_ids", "teacher_rows")
+TEACHER_INPUTS = ("teacher_tokens", "teacher_positions", "teacher_segment_ids", "teacher_rows",
+                  "prefix_tokens", "prefix_positions", "prefix_segment_ids", "prefix_index")
 
 
 @dataclasses.dataclass

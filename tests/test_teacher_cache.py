@@ -64,3 +64,42 @@ def test_a_cached_run_trains_like_an_uncached_one(tmp_path):
   for a, b in zip(jax.tree.leaves(runs[True].state.params), jax.tree.leaves(runs[False].state.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   assert runs[False].losses[-1] < runs[False].losses[0]
+
+
+def test_a_shared_prefix_runs_once_and_gives_the_same_rows(model):  # noqa: F811
+  """Two contexts of different lengths, each continued by two examples: the teacher's rows
+  from the shared-prefix KV cache equal those of the full, unshared sequences."""
+  rng = np.random.default_rng(0)
+  prefixes = [rng.integers(3, 60, size=n) for n in (7, 4)]
+  suffixes = [rng.integers(3, 60, size=n) for n in (5, 6, 3, 6)]
+  group = np.array([0, 1, 1, 0])
+  p_len, s_len, rows = 8, 6, 2
+  batch = {"prefix_tokens": np.zeros((2, p_len), np.int32),
+           "prefix_positions": np.zeros((2, p_len), np.int32),
+           "prefix_segment_ids": np.zeros((2, p_len), np.int32), "prefix_index": group,
+           "teacher_tokens": np.zeros((4, s_len), np.int32),
+           "teacher_positions": np.zeros((4, s_len), np.int32),
+           "teacher_segment_ids": np.zeros((4, s_len), np.int32),
+           "teacher_rows": np.zeros((4, rows), np.int32), "row_mask": np.ones((4, rows))}
+  full = {"teacher_tokens": np.zeros((4, p_len + s_len), np.int32),
+          "teacher_segment_ids": np.zeros((4, p_len + s_len), np.int32),
+          "teacher_rows": np.zeros((4, rows), np.int32), "row_mask": np.ones((4, rows))}
+  for g, p in enumerate(prefixes):
+    batch["prefix_tokens"][g, :len(p)] = p
+    batch["prefix_positions"][g, :len(p)] = np.arange(len(p))
+    batch["prefix_segment_ids"][g, :len(p)] = 1
+  for i, s in enumerate(suffixes):
+    p = prefixes[group[i]]
+    batch["teacher_tokens"][i, :len(s)] = s
+    batch["teacher_positions"][i] = len(p) + np.arange(s_len)
+    batch["teacher_segment_ids"][i, :len(s)] = 1
+    batch["teacher_rows"][i] = [len(s) - 3, len(s) - 2]
+    joined = np.concatenate([p, s])
+    full["teacher_tokens"][i, :len(joined)] = joined
+    full["teacher_segment_ids"][i, :len(joined)] = 1
+    full["teacher_rows"][i] = len(p) + batch["teacher_rows"][i]
+  full["teacher_positions"] = np.broadcast_to(np.arange(p_len + s_len), (4, p_len + s_len))
+  shared = distill.teacher_outputs(model, None, batch, layers=(1,))
+  unshared = distill.teacher_outputs(model, None, full, layers=(1,))
+  for name in ("hidden", "captured"):
+    np.testing.assert_allclose(shared[name], unshared[name], rtol=1e-5, atol=1e-5)
