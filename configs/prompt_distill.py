@@ -37,6 +37,7 @@ def get_config(arg: str = ""):
                 eval_examples=8)
   c.loss.update(kl_weight=1.0, ce_weight=0.0, temperature=2.0, divergence="forward_kl")
   c.lora.update(rank=16, alpha=32.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
+  c.teacher.cache = True  # one teacher pass over the pairs; every epoch after reuses its rows
   c.optim.update(lr=3e-3, warmup_steps=5, end_lr_factor=0.1)
   c.train.update(steps=48, log_every=8, checkpoint_every=1000)  # 48 x 8 = one epoch
   c.questions = dict(source="given", per_document=4, temperature=0.8, top_p=0.95, seed=0,

@@ -1,28 +1,54 @@
 r"""Benchmarks that print a table. Medians over several runs; peers alternate with rd in one run.
 
-  python -m launch.bench --workload=sample            # rd only
-  python -m launch.bench --workload=sample --vs_torch # beside transformers' generate (test extra)
+  python -m launch.bench --workload=w1 --vs_torch          # distillation step beside PyTorch
+  python -m launch.bench --workload=w1 --vs_torch --memory # + peak memory, each side alone
+  python -m launch.bench --workload=w2 --vs_torch          # 8 examples share each context
+  python -m launch.bench --workload=w3 --vs_torch          # epochs over the same examples
+  python -m launch.bench --workload=w1 --fake_devices=8 --mesh=4,1,2  # sharded over 8 CPUs
+  python -m launch.bench --workload=sample --vs_torch      # sampling beside transformers
 
-Workload `sample`: Gemma 3 270M (fp32 on CPU), batch 8, 64-token prompts, 32 new tokens, greedy,
-no early stop, so both sides do exactly the same work.
+Distillation workloads (launch/bench_workloads.py), Gemma 3 270M fp32, LoRA rank 16 on q, k,
+v, o, forward KL at T = 1 over the full vocabulary, AdamW:
+  w1: batch 4, teacher 256 tokens, student 64, 32 response tokens.
+  w2: w1 where every 8 examples share one context; rd runs each context once per batch.
+  w3: w1 for --epochs over --examples; rd caches the teacher's rows in epoch 1 (teacher.cache).
+The PyTorch peer (launch/bench_torch.py: transformers + PEFT, `logits_to_keep`) runs the same
+step, teacher included, every time.
+
+Columns: examples/s; tokens/s (teacher + student tokens); MFU = model FLOPs (bench_workloads.
+model_flops) per second over the fp32 matmul peak measured on the spot; compile (rd) or first
+call (torch) seconds. `--memory` runs each side in its own process and reports its peak
+resident memory (VmHWM) over the warm-up and timed steps, model weights included.
+
+Workload `sample`: batch 8, 64-token prompts, 32 new tokens, greedy, no early stop.
 """
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
-from rd.metrics import format_table
-
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("workload", "sample", ["sample"], "What to measure.")
+flags.DEFINE_enum("workload", "w1", ["w1", "w2", "w3", "sample"], "What to measure.")
 flags.DEFINE_string("model", "gemma3-270m", "HF directory, .gguf file, or 'gemma3-270m'.")
 flags.DEFINE_integer("runs", 5, "Timed runs per implementation (after one warm-up).")
-flags.DEFINE_bool("vs_torch", False, "Also time the PyTorch + transformers peer.")
-flags.DEFINE_integer("batch", 8, "Sequences per batch.")
-flags.DEFINE_integer("prompt_len", 64, "Prompt tokens per sequence.")
-flags.DEFINE_integer("new_tokens", 32, "Generated tokens per sequence.")
+flags.DEFINE_bool("vs_torch", False, "Also time the PyTorch + transformers (+ PEFT) peer.")
+flags.DEFINE_enum("impl", "both", ["both", "rd", "torch"], "Which side(s) to run.")
+flags.DEFINE_bool("memory", False, "Measure each side's peak memory in a process of its own.")
+flags.DEFINE_integer("fake_devices", 0, "Split the CPU into this many XLA devices.")
+flags.DEFINE_list("mesh", ["-1", "1", "1"], "data,fsdp,tensor sizes of rd's mesh.")
+flags.DEFINE_integer("examples", 16, "w3: examples per epoch.")
+flags.DEFINE_integer("epochs", 3, "w3: epochs.")
+flags.DEFINE_integer("batch", 8, "sample: sequences per batch.")
+flags.DEFINE_integer("prompt_len", 64, "sample: prompt tokens per sequence.")
+flags.DEFINE_integer("new_tokens", 32, "sample: generated tokens per sequence.")
+
+RD, TORCH = "rd (jax)", "pytorch peer"
 
 
 def alternate(fns: dict, runs: int):
@@ -41,62 +67,214 @@ def alternate(fns: dict, runs: int):
   return warm, times
 
 
-def _prompts(vocab, batch, length, bos):
-  rng = np.random.default_rng(0)
-  ids = rng.integers(1000, min(vocab, 30000), size=(batch, length))
-  ids[:, 0] = bos
-  return ids
+def matmul_peak_flops(n: int = 2048, runs: int = 10) -> float:
+  """Best fp32 FLOP/s of an n x n x n jitted matmul on the default device."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  x = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(x).block_until_ready()
+  best = min(_timed(lambda: f(x).block_until_ready()) for _ in range(runs))
+  return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def _peak_rss_reset() -> None:
+  """Resets this process's resident-memory high-water mark (Linux)."""
+  with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+    f.write("5")
+
+
+def _peak_rss_bytes() -> int:
+  with open("/proc/self/status", encoding="ascii") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) * 1024
+  raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _sides() -> list[str]:
+  if FLAGS.impl != "both":
+    return [FLAGS.impl]
+  return ["rd", "torch"] if FLAGS.vs_torch else ["rd"]
+
+
+def _load(path_flag: str, mesh=None):
+  """The base model (placed with rd's parameter shardings over `mesh`) and its local path."""
+  from rd import sharding  # pylint: disable=import-outside-toplevel
+  from rd.embedded import resolve_model_path  # pylint: disable=import-outside-toplevel
+  from rd.weights.load import load_model  # pylint: disable=import-outside-toplevel
+  placement = sharding.param_sharding_fn(mesh) if mesh is not None else None
+  return load_model(path_flag, sharding=placement), str(resolve_model_path(path_flag))
+
+
+def _mesh():
+  from rd import sharding  # pylint: disable=import-outside-toplevel
+  return sharding.make_mesh(*(int(s) for s in FLAGS.mesh))
+
+
+def _step_fns(workload: str, base, path: str, sides: list[str], mesh):
+  """{side: one-step fn}, with each side's batch and the model FLOPs of rd's step."""
+  from launch import bench_torch, bench_workloads as bw  # pylint: disable=import-outside-toplevel
+  w = bw.WORKLOADS[workload]
+  spec = base.spec
+  shared = workload == "w2"
+  fns = {}
+  if "rd" in sides:
+    rd_batch = bw.make_batches(w, w.batch, spec.vocab_size, spec.bos_token_id or 2,
+                               shared_prefix=shared)[0]
+    rd_step = bw.RdStep(base, w, mesh)
+    fns[RD] = lambda: rd_step.run(rd_batch)
+  if "torch" in sides:
+    torch_batch = bw.make_batches(w, w.batch, spec.vocab_size, spec.bos_token_id or 2,
+                                  shared_prefix=False)[0]
+    fns[TORCH] = bench_torch.distill_step_fn(bench_torch.load_model(path), torch_batch,
+                                             rank=w.rank, alpha=2.0 * w.rank,
+                                             targets=w.targets, lr=w.lr,
+                                             temperature=w.temperature)
+  return fns, w, bw.model_flops(spec, w, shared_prefix=shared)
+
+
+def bench_step(workload: str):
+  """w1 / w2: one distillation step per run."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from rd.metrics import format_table  # pylint: disable=import-outside-toplevel
+  mesh = _mesh()
+  base, path = _load(FLAGS.model, mesh)
+  fns, w, flops = _step_fns(workload, base, path, _sides(), mesh)
+  peak = matmul_peak_flops()
+  if FLAGS.memory and len(fns) == 1:
+    _peak_rss_reset()
+  warm, times = alternate(fns, FLAGS.runs)
+  memory = {name: _peak_rss_bytes() for name in fns} if FLAGS.memory and len(fns) == 1 else {}
+  if FLAGS.memory and len(fns) > 1:
+    memory = _memory_in_subprocesses()
+  tokens = w.batch * (w.teacher_len + w.student_len)
+  medians = {name: statistics.median(t) for name, t in times.items()}
+  rows = []
+  for name, t in times.items():
+    m = medians[name]
+    rows.append([name, f"{w.batch / m:.3f}", f"{tokens / m:.0f}", f"{m:.3f}",
+                 f"{min(t):.3f}-{max(t):.3f}", f"{100 * flops / m / peak:.1f}",
+                 f"{memory[name] / 2**30:.2f}" if name in memory else "-",
+                 f"{warm[name]:.1f}", f"{m / medians[RD]:.2f}x" if RD in medians else "-"])
+  print(f"\n{workload}: batch {w.batch}, teacher {w.teacher_len}, student {w.student_len}, "
+        f"response {w.response_len}, share {w.share}; {FLAGS.runs} runs, medians; "
+        f"{jax.device_count()} device(s), matmul peak {peak / 1e9:.0f} GFLOP/s")
+  print(format_table(rows, ["impl", "examples/s", "tokens/s", "s/step", "range", "MFU %",
+                            "peak GiB", "compile s", "time vs rd"]))
+  _print_json(workload, {name: {"median_s": medians[name], "examples_per_s": w.batch / medians[name],
+                                "peak_bytes": memory.get(name)} for name in medians})
+
+
+def _memory_in_subprocesses() -> dict[str, int]:
+  """Each side's peak memory, measured alone in a child process of this job."""
+  memory = {}
+  for side, name in (("rd", RD), ("torch", TORCH)):
+    args = [sys.executable, "-m", "launch.bench", f"--workload={FLAGS.workload}",
+            f"--model={FLAGS.model}", f"--impl={side}", "--memory", "--runs=2"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    result = [json.loads(line[5:]) for line in out.splitlines() if line.startswith("JSON ")][-1]
+    memory[name] = result["sides"][name]["peak_bytes"]
+  return memory
+
+
+def _print_json(workload: str, sides: dict) -> None:
+  print("JSON " + json.dumps({"workload": workload, "sides": sides}))
+
+
+def bench_epochs():
+  """w3: epochs over the same examples; rd builds the teacher cache in the first epoch."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from launch import bench_torch, bench_workloads as bw  # pylint: disable=import-outside-toplevel
+  from rd import teacher_cache  # pylint: disable=import-outside-toplevel
+  from rd.metrics import format_table  # pylint: disable=import-outside-toplevel
+  w = bw.WORKLOADS["w3"]
+  mesh = _mesh()
+  base, path = _load(FLAGS.model, mesh)
+  spec = base.spec
+  batches = bw.make_batches(w, FLAGS.examples, spec.vocab_size, spec.bos_token_id or 2,
+                            shared_prefix=False)
+  rd_step = bw.RdStep(base, w, mesh)
+  cache = None
+
+  def rd_epoch():
+    nonlocal cache
+    if cache is None:  # epoch 1: one teacher pass over the examples, then cached steps
+      cache = teacher_cache.build(rd_step.teacher, batches, mesh, num_examples=FLAGS.examples,
+                                  response_len=w.response_len)
+    for batch in batches:
+      rd_step.run(cache.attach(batch))
+
+  sides = {RD: rd_epoch}
+  if "torch" in _sides():
+    torch_step = bench_torch.distill_step_fn(bench_torch.load_model(path), batches[0],
+                                             rank=w.rank, alpha=2.0 * w.rank, targets=w.targets,
+                                             lr=w.lr, temperature=w.temperature)
+    sides[TORCH] = lambda: [torch_step() for _ in batches]  # same shapes every batch
+  # Compile outside the timings: the teacher on one batch, one cached step, then a fresh state.
+  start = time.perf_counter()
+  warm_cache = teacher_cache.build(rd_step.teacher, batches[:1], mesh,
+                                   num_examples=FLAGS.examples, response_len=w.response_len)
+  rd_step.run(warm_cache.attach(batches[0]))
+  rd_step.reset()
+  compile_s = time.perf_counter() - start
+  if TORCH in sides:
+    torch_step()
+  times = {name: [] for name in sides}
+  for _ in range(FLAGS.epochs):
+    for name, fn in sides.items():
+      times[name].append(_timed(fn))
+  rows = [[name] + [f"{t:.2f}" for t in ts] + [
+      f"{max(ts[1:]) / ts[0]:.2f}" if len(ts) > 1 else "-"] for name, ts in times.items()]
+  print(f"\nw3: {FLAGS.examples} examples x {FLAGS.epochs} epochs, batch {w.batch}; seconds per "
+        f"epoch; {jax.device_count()} device(s); rd compile {compile_s:.1f} s (not timed)")
+  print(format_table(rows, ["impl"] + [f"epoch {i + 1}" for i in range(FLAGS.epochs)] +
+                     ["max later / first"]))
+  _print_json("w3", {name: {"epoch_s": ts} for name, ts in times.items()})
 
 
 def bench_sample():
-  from rd.generate import generate
-  from rd.weights.load import load_model
-  from rd.embedded import resolve_model_path
-
-  base = load_model(FLAGS.model)
+  from launch import bench_torch  # pylint: disable=import-outside-toplevel
+  from rd.generate import generate  # pylint: disable=import-outside-toplevel
+  from rd.metrics import format_table  # pylint: disable=import-outside-toplevel
+  base, path = _load(FLAGS.model)
   spec = base.spec
-  prompts = _prompts(spec.vocab_size, FLAGS.batch, FLAGS.prompt_len, spec.bos_token_id or 2)
-  fns = {"rd (jax)": lambda: generate(base, None, prompts.tolist(), max_new_tokens=FLAGS.new_tokens,
-                                      eos_ids=(), bucket=FLAGS.prompt_len).tokens}
+  rng = np.random.default_rng(0)
+  prompts = rng.integers(1000, min(spec.vocab_size, 30000), size=(FLAGS.batch, FLAGS.prompt_len))
+  prompts[:, 0] = spec.bos_token_id or 2
+  fns = {RD: lambda: generate(base, None, prompts.tolist(), max_new_tokens=FLAGS.new_tokens,
+                              eos_ids=(), bucket=FLAGS.prompt_len).tokens}
   if FLAGS.vs_torch:
-    fns["transformers (torch)"] = _torch_generate(resolve_model_path(FLAGS.model), prompts)
+    fns["transformers (torch)"] = bench_torch.generate_fn(bench_torch.load_model(path), prompts,
+                                                          FLAGS.new_tokens)
   warm, times = alternate(fns, FLAGS.runs)
   tokens = FLAGS.batch * FLAGS.new_tokens
   medians = {name: statistics.median(t) for name, t in times.items()}
   rows = [[name, f"{tokens / medians[name]:.1f}", f"{medians[name]:.3f}",
            f"{min(t):.3f}-{max(t):.3f}", f"{warm[name]:.1f}",
-           f"{medians[name] / medians['rd (jax)']:.2f}x"] for name, t in times.items()]
+           f"{medians[name] / medians[RD]:.2f}x"] for name, t in times.items()]
   print(f"\nsample: batch {FLAGS.batch}, prompt {FLAGS.prompt_len}, {FLAGS.new_tokens} new tokens, "
         f"{FLAGS.runs} runs, medians")
   print(format_table(rows, ["impl", "tokens/s", "s/run", "range", "warm-up s", "time vs rd"]))
 
 
-def _torch_generate(path, prompts):
-  import os
-  os.environ["HF_HUB_OFFLINE"] = "1"
-  import torch
-  import transformers
-
-  path = str(path)
-  if path.endswith(".gguf"):
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
-  else:
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-  model.eval()
-  ids = torch.tensor(prompts)
-  mask = torch.ones_like(ids)
-
-  def run():
-    with torch.no_grad():
-      return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=FLAGS.new_tokens,
-                            min_new_tokens=FLAGS.new_tokens, do_sample=False)
-  return run
-
-
 def main(argv):
   del argv
-  {"sample": bench_sample}[FLAGS.workload]()
+  if FLAGS.fake_devices:  # read when the CPU backend starts, i.e. before the first jax call
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={FLAGS.fake_devices}")
+  if FLAGS.workload == "sample":
+    bench_sample()
+  elif FLAGS.workload == "w3":
+    bench_epochs()
+  else:
+    bench_step(FLAGS.workload)
 
 
 if __name__ == "__main__":

@@ -291,7 +291,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   timer = _Timer()
   start = time.perf_counter()
 
-  # 1. Data and the base model (the trainings below load their own copy).
+  # 1. Data and the base model (shared by every phase below).
   with timer("load"):
     base = load_model(c.model.path, dtype=c.model.dtype)
     tokenizer = load_tokenizer(c.model.path)
@@ -315,9 +315,11 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   # 2-3. Prompt distillation, then SFT on the same pairs.
   with timer("train: prompt distillation"):
-    distilled = train.train(distill_config(c, pairs_path), os.path.join(workdir, "distill"))
+    distilled = train.train(distill_config(c, pairs_path), os.path.join(workdir, "distill"),
+                            base=base, tokenizer=tokenizer)
   with timer("train: SFT"):
-    sft = train.train(sft_config(c, pairs_path), os.path.join(workdir, "sft"))
+    sft = train.train(sft_config(c, pairs_path), os.path.join(workdir, "sft"), base=base,
+                      tokenizer=tokenizer)
   if distilled.stopped_early or sft.stopped_early:
     raise RuntimeError("a training was preempted; run the job again to resume it")
   distilled_lora, sft_lora = _on_default_device(distilled.state.params, sft.state.params)

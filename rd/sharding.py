@@ -85,6 +85,15 @@ def param_sharding_fn(mesh, rules=None):
   return lambda path, shape: NamedSharding(mesh, spec_for(shape, logical_axes(path), mesh, rules))
 
 
+def place_params(base: Any, mesh, rules=None) -> Any:
+  """An already loaded model moved onto `mesh` with the shardings `load_model` would give it
+  (single process: every parameter must be addressable here)."""
+  from rd.weights.names import rd_path  # pylint: disable=import-outside-toplevel
+  shard = param_sharding_fn(mesh, rules)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: jax.device_put(x, shard(rd_path(path), x.shape)), base)
+
+
 def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

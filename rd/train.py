@@ -87,9 +87,9 @@ def build_teacher_cache(c, base, teacher_lora, examples, tokenizer, mesh, loss_c
 def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   """Trains the config's student in `workdir` (resuming from its latest checkpoint).
 
-  `base` and `tokenizer` may be passed in by a job that already loaded `c.model.path` (they
-  are then used as they are, unsharded); by default they are loaded here with the mesh's
-  parameter shardings.
+  `base` and `tokenizer` may be passed in by a single-process job that already loaded
+  `c.model.path` (the base is then moved onto the mesh); by default they are loaded here, each
+  process reading only its parameter shards.
   """
   config_lib.validate(c)
   loss_cfg, optim_cfg = config_lib.loss_config(c), config_lib.optim_config(c)
@@ -99,6 +99,8 @@ def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   if base is None:
     base = load_model(c.model.path, dtype=c.model.dtype,
                       sharding=sharding.param_sharding_fn(mesh))
+  else:
+    base = sharding.place_params(base, mesh)
   tokenizer = tokenizer or load_tokenizer(c.model.path)
   teacher_lora = adapter.load(c.teacher.lora_workdir) if c.teacher.lora_workdir else None
   train_examples = sources.load(c.data.train)

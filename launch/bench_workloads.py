@@ -1,0 +1,141 @@
+"""The standard distillation workloads of `launch/bench.py`: synthetic batches, rd's step, FLOPs.
+
+Every example is `[bos] + context + query + response` for the teacher and `[bos] + query +
+response` for the student, responses right-aligned, random token ids (speed does not depend on
+them). W2's examples share their context in groups of `share`; rd runs each distinct context
+once per batch (`rd.distill.teacher_outputs` with `prefix_tokens`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+
+from rd import distill, lora as lora_lib, sharding
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  batch: int = 4
+  teacher_len: int = 256  # context + query + response (+ BOS)
+  student_len: int = 64  # query + response (+ BOS)
+  response_len: int = 32
+  share: int = 1  # consecutive examples sharing one context (W2: 8)
+  rank: int = 16
+  targets: tuple[str, ...] = ("q", "k", "v", "o")
+  temperature: float = 1.0
+  lr: float = 1e-4
+
+  @property
+  def context_len(self) -> int:
+    return self.teacher_len - self.student_len
+
+
+WORKLOADS = {
+    "w1": Workload(),
+    "w2": Workload(share=8),
+    "w3": Workload(),  # W1's examples for several epochs, the teacher cached after the first
+}
+
+
+def make_batches(w: Workload, num_examples: int, vocab: int, bos: int, *,
+                 shared_prefix: bool, seed: int = 0) -> list[dict[str, np.ndarray]]:
+  """`num_examples // w.batch` batches in rd's layout (example_index included).
+
+  With `shared_prefix`, the teacher sequences are the suffixes (query + response) and each
+  batch carries its distinct contexts as `prefix_*` (one per group of `w.share` examples).
+  """
+  rng = np.random.default_rng(seed)
+  low = min(1000, vocab // 2)  # ordinary tokens, clear of the special ones
+  draw = lambda n: rng.integers(low, min(vocab, 30000), size=n).astype(np.int32)  # noqa: E731
+  contexts = [draw(w.context_len) for _ in range(-(-num_examples // w.share))]
+  r, ts = w.response_len, w.student_len
+  batches = []
+  for start in range(0, num_examples - w.batch + 1, w.batch):
+    index = np.arange(start, start + w.batch)
+    student = np.stack([np.concatenate([[bos], draw(ts - 1)]) for _ in index])
+    group = index // w.share
+    rows = np.arange(ts - r - 1, ts - 1)
+    batch = {"student_tokens": student, "student_rows": _tile(rows, w.batch),
+             "targets": student[:, ts - r:], "row_mask": np.ones((w.batch, r), np.int32),
+             "example_index": index.astype(np.int32)}
+    if shared_prefix:
+      distinct, local = np.unique(group, return_inverse=True)
+      prefix = np.stack([np.concatenate([[bos], contexts[g]]) for g in distinct])
+      suffix = student[:, 1:]
+      batch.update(prefix_tokens=prefix, prefix_index=local.astype(np.int32),
+                   teacher_tokens=suffix,
+                   teacher_positions=_tile(np.arange(ts - 1) + prefix.shape[1], w.batch),
+                   teacher_rows=_tile(rows - 1, w.batch))
+      batch.update(_positions_and_segments("prefix", prefix))
+      batch["teacher_segment_ids"] = np.ones_like(suffix)
+    else:
+      teacher = np.stack([np.concatenate([[bos], contexts[g], s[1:]])
+                          for g, s in zip(group, student)])
+      batch.update(teacher_tokens=teacher,
+                   teacher_rows=_tile(rows + w.context_len, w.batch))
+      batch.update(_positions_and_segments("teacher", teacher))
+    batch.update(_positions_and_segments("student", student))
+    batches.append({k: np.ascontiguousarray(v, np.int32) for k, v in batch.items()})
+  return batches
+
+
+def _tile(row: np.ndarray, batch: int) -> np.ndarray:
+  return np.broadcast_to(row, (batch, len(row))).copy()
+
+
+def _positions_and_segments(side: str, tokens: np.ndarray) -> dict[str, np.ndarray]:
+  return {f"{side}_positions": _tile(np.arange(tokens.shape[1]), len(tokens)),
+          f"{side}_segment_ids": np.ones_like(tokens)}
+
+
+def without_index(batch):
+  return {k: v for k, v in batch.items() if k != "example_index"}
+
+
+class RdStep:
+  """rd's jitted distillation step on one workload; `run(batch)` does one update."""
+
+  def __init__(self, base, w: Workload, mesh):
+    self.base, self.mesh = base, mesh
+    optimizer = distill.make_optimizer(distill.OptimConfig(lr=w.lr, warmup_steps=0,
+                                                           total_steps=10**6))
+    loss_cfg = distill.LossConfig(temperature=w.temperature)
+    lora = lora_lib.init(base.spec, lora_lib.LoraConfig(rank=w.rank, alpha=2.0 * w.rank,
+                                                        targets=w.targets), jax.random.key(0))
+    replicated = sharding.replicated(mesh)
+    initial = jax.device_get(distill.init_state(lora, optimizer, 0))  # host copy: steps donate
+    self.reset = lambda: setattr(self, "state", jax.device_put(initial, replicated))
+    self.reset()
+    self.step = jax.jit(functools.partial(distill.train_step, optimizer=optimizer,
+                                          loss_cfg=loss_cfg),
+                        donate_argnums=0, out_shardings=(replicated, replicated))
+    self.teacher = jax.jit(lambda batch: distill.teacher_outputs(base, None, batch))
+
+  def run(self, batch: dict[str, np.ndarray]) -> float:
+    self.state, metrics = self.step(self.state, self.base,
+                                    sharding.shard_batch(without_index(batch), self.mesh))
+    return float(metrics["loss"])  # waits for the step
+
+
+def model_flops(spec, w: Workload, *, shared_prefix: bool = False, cached: bool = False) -> float:
+  """Model FLOPs of one step: teacher forward (none when cached; contexts once per group when
+  shared), student forward and backward. The frozen student weights get no weight gradient, so
+  the student's backward costs one forward (activation gradients; LoRA's own are negligible);
+  the vocabulary head runs on the response rows only (teacher: forward; student: forward, the
+  loss's recomputation, and backward). Attention counts half the context on average (causal)."""
+  head = 2 * spec.hidden_size * spec.vocab_size
+  body = lambda n, t: n * t * (spec.flops_per_token(t // 2) - head)  # noqa: E731
+  rows = w.batch * w.response_len
+  student = 2 * body(w.batch, w.student_len) + 3 * rows * head
+  if cached:
+    return student + rows * head
+  if shared_prefix:
+    groups = max(1, w.batch // w.share)
+    teacher = body(groups, w.context_len + 1) + body(w.batch, w.student_len - 1)
+  else:
+    teacher = body(w.batch, w.teacher_len)
+  return student + teacher + rows * head

@@ -1,0 +1,62 @@
+"""The benchmark job: its workloads are the step they claim to be, and its tables print."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from launch import bench_workloads as bw
+from rd import sharding
+from rd.weights.load import load_model
+from tests.fixtures import make_model_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = bw.Workload(batch=4, teacher_len=40, student_len=16, response_len=6, share=4)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  return make_model_dir(str(tmp_path_factory.mktemp("bench") / "model"), sharpness=4.0)
+
+
+def test_shared_prefix_batches_give_the_same_loss_as_full_sequences(model_dir):
+  base = load_model(model_dir)
+  mesh = sharding.make_mesh()
+  args = dict(num_examples=8, vocab=base.spec.vocab_size, bos=2)
+  shared = bw.make_batches(SMALL, shared_prefix=True, **args)
+  full = bw.make_batches(SMALL, shared_prefix=False, **args)
+  assert len(shared) == len(full) == 2 and len(shared[0]["prefix_tokens"]) == 1
+  np.testing.assert_array_equal(
+      np.concatenate([shared[0]["prefix_tokens"][[0, 0, 0, 0]], shared[0]["teacher_tokens"]], 1),
+      full[0]["teacher_tokens"])
+  losses = [bw.RdStep(base, SMALL, mesh).run(b[0]) for b in (shared, full)]
+  assert losses[0] > 0
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def test_model_flops_count_the_shared_context_once(model_dir):
+  spec = load_model(model_dir).spec
+  full = bw.model_flops(spec, bw.Workload())
+  shared = bw.model_flops(spec, bw.Workload(share=8), shared_prefix=True)
+  cached = bw.model_flops(spec, bw.Workload(), cached=True)
+  assert cached < shared < full
+
+
+@pytest.mark.parametrize("workload,extra", [("w2", ["--vs_torch", "--runs=1"]),
+                                            ("w3", ["--examples=8", "--epochs=2"])])
+def test_the_job_prints_its_table(model_dir, workload, extra):
+  proc = subprocess.run([sys.executable, "-m", "launch.bench", f"--workload={workload}",
+                         f"--model={model_dir}", *extra], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads([line for line in proc.stdout.splitlines() if line.startswith("JSON ")][-1][5:])
+  assert result["workload"] == workload
+  assert "rd (jax)" in result["sides"] and "rd (jax)" in proc.stdout
+  if workload == "w2":
+    assert "pytorch peer" in result["sides"]
+    assert "MFU %" in proc.stdout
+  else:
+    assert len(result["sides"]["rd (jax)"]["epoch_s"]) == 2
