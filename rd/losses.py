@@ -82,6 +82,8 @@ def _teacher_log_probs(logits_fn: LogitsFn, h: jax.Array, temperature: float) ->
   """
   c, k, d = h.shape
   log_p = _log_softmax(logits_fn(h.reshape(c * k, d)), temperature).reshape(c, k, -1)
+  if k == 1:  # a single teacher: skip a logsumexp pass over [c, V]
+    return jax.lax.stop_gradient(log_p[:, 0])
   return jax.lax.stop_gradient(jax.nn.logsumexp(log_p, axis=1) - jnp.log(float(k)))
 
 
