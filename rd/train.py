@@ -69,7 +69,7 @@ def evaluate(eval_fn, params, base, teacher_lora, examples, c, tokenizer, mesh) 
 
 
 def build_teacher_cache(c, base, teacher_lora, examples, tokenizer, mesh, loss_cfg):
-  """One teacher pass over this process's training examples (see rd/teacher_cache.py)."""
+  """One teacher pass over all training examples, split over processes (rd/teacher_cache.py)."""
   layers = loss_cfg.hidden_layers if loss_cfg.hidden_weight else ()
   teacher_fn = jax.jit(lambda batch: distill.teacher_outputs(base, teacher_lora, batch, layers))
   batches = _data(c, teacher_cache_lib.pass_examples(examples, jax.process_count()), tokenizer,

@@ -141,6 +141,17 @@ def test_two_processes_match_one(reference, inputs, tmp_path, devices_per_proces
   assert_same(read_run(tmp_path / "run"), reference)
 
 
+def test_two_processes_with_the_teacher_cache_match_one_without(reference, inputs, tmp_path):
+  """Each process caches its share of the teacher pass and all-gathers the rest: the run is
+  the uncached one-device run (every process meets other examples in every epoch)."""
+  args = job_args(inputs, tmp_path / "run", "--config.teacher.cache=true")
+  out = io.StringIO()
+  code = local_multiprocess.run(args, num_processes=2, devices_per_process=1, timeout=600,
+                                out=out)
+  assert code == 0, out.getvalue()[-5000:]
+  assert_same(read_run(tmp_path / "run"), reference)
+
+
 def test_multiprocess_launcher_fails_when_a_process_fails(inputs, tmp_path):
   out = io.StringIO()
   args = job_args(inputs, tmp_path / "run", f"--config.data.train={tmp_path / 'missing.jsonl'}")
