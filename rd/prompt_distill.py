@@ -172,6 +172,31 @@ def generate_questions(base, tokenizer, documents: Sequence[Example], *, per_doc
   return examples
 
 
+def sample_answers(base, tokenizer, pairs: Sequence[Example], *, template: str,
+                   temperature: float, seed: int, max_new_tokens: int = 16,
+                   batch_size: int = 8) -> list[Example]:
+  """The pairs with their answers replaced by the teacher's: one answer per question sampled
+  from the base with the document in its prompt (`template`), cut at its first line.
+
+  This is the paper's data: the training answers come from the teacher, mistakes included, so
+  SFT learns from single samples while distillation sees the teacher's whole distribution. The
+  gold answer stays in `meta["answer"]`; `meta["answer_sampled"]` is the new one.
+  """
+  prompts = [template.format(context=p.context, query=p.query) for p in pairs]
+  completions = generate_text(base, None, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size, seed=seed,
+                              sampling=Sampling(temperature=temperature))
+  out = []
+  for pair, completion in zip(pairs, completions):
+    answer = facts.answer_span(completion)
+    meta = {**pair.meta, "answer": evaluate.gold_answer(pair), "answer_sampled": answer}
+    out.append(dataclasses.replace(pair, response=facts.RESPONSE_FORMAT.format(answer=answer),
+                                   meta=meta))
+  right = sum(facts.exact_match(p.meta["answer_sampled"], p.meta["answer"]) for p in out)
+  logging.info("sampled answers: %d of %d equal the gold answer", right, len(out))
+  return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Configuration
 
@@ -186,6 +211,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
   check(c.questions.source in ("given", "generated"), "questions.source",
         "use 'given' (the dataset's pairs) or 'generated' (sampled from the teacher)")
+  check(c.questions.answers in ("given", "sampled"), "questions.answers",
+        "use 'given' (the dataset's answers) or 'sampled' (one sample from the teacher)")
+  check(c.questions.answers == "given" or c.questions.source == "given", "questions.answers",
+        "'sampled' applies to given questions; generated pairs already have sampled answers")
+  check(c.questions.answer_temperature >= 0, "questions.answer_temperature", "must be >= 0")
   check(c.questions.per_document >= 1, "questions.per_document", "must be >= 1")
   check(c.questions.temperature >= 0, "questions.temperature", "must be >= 0")
   check(bool(c.data.eval), "data.eval", "set the held-out questions to evaluate on")
@@ -310,6 +340,12 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                          "raise questions.per_document or use questions.source=given")
   else:
     pairs = sources.load(c.data.train)
+    if c.questions.answers == "sampled":
+      with timer("sample answers"):
+        pairs = sample_answers(base, tokenizer, pairs, template=c.data.template_teacher,
+                               temperature=c.questions.answer_temperature,
+                               seed=c.questions.seed, batch_size=c.evaluation.batch_size,
+                               max_new_tokens=c.evaluation.max_new_tokens)
     write_jsonl(pairs_path, pairs)
   write_jsonl(os.path.join(workdir, "test.jsonl"), test)
 

@@ -85,6 +85,26 @@ def test_generate_questions_builds_readable_examples(monkeypatch, tmp_path):
   assert calls[0][1]["sampling"].temperature == 0.7
 
 
+def test_sample_answers_replaces_answers_and_keeps_the_gold_one(monkeypatch):
+  pairs = [Example(DOC, "When was Uleth Neskessa born?", " 1969\n", meta={"answer": "1969"}),
+           Example(DOC, "What is her job?", " stonemason\n", meta={"answer": "stonemason"})]
+  calls = []
+
+  def fake_generate_text(base, lora, tokenizer, prompts, **kwargs):
+    calls.append((prompts, kwargs))
+    return [" 1969\nQuestion: more", " a baker\n"]
+
+  monkeypatch.setattr(prompt_distill, "generate_text", fake_generate_text)
+  out = prompt_distill.sample_answers(None, None, pairs, template=facts.TEACHER_TEMPLATE,
+                                      temperature=1.0, seed=5)
+  assert [e.response for e in out] == [" 1969\n", " a baker\n"]
+  assert [e.meta for e in out] == [{"answer": "1969", "answer_sampled": "1969"},
+                                   {"answer": "stonemason", "answer_sampled": "a baker"}]
+  prompts, kwargs = calls[0]
+  assert prompts[1] == facts.TEACHER_TEMPLATE.format(context=DOC, query="What is her job?")
+  assert kwargs["sampling"].temperature == 1.0 and kwargs["seed"] == 5
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
   d = tmp_path_factory.mktemp("prompt_distill")
@@ -154,6 +174,10 @@ def test_bad_config_fails_fast(files):
   c = _tiny_config(files)
   c.questions.source = "sampled"
   with pytest.raises(ConfigError, match="questions.source"):
+    prompt_distill.validate(c)
+  c = _tiny_config(files)
+  c.questions.update(source="generated", answers="sampled")
+  with pytest.raises(ConfigError, match="questions.answers"):
     prompt_distill.validate(c)
   proc = subprocess.run([sys.executable, "-m", "launch.prompt_distill",
                          "--config=configs/prompt_distill.py:tiny", "--workdir=/tmp/never",
