@@ -13,8 +13,8 @@ paraphrased questions (`data.eval`): the student before and after, the teacher, 
 Fields beyond `rd.config.base_config()`:
   questions.source      "given": the dataset's training pairs (`data.train`); "generated":
                         sample pairs from the teacher (base + document, few-shot prompt).
-  questions.answers     "given": train on the dataset's answers; "sampled": replace each
-                        given question's answer by one sample of the teacher at
+  questions.answers     (given questions only) "given": train on the dataset's answers;
+                        "sampled": replace each answer by one sample of the teacher at
                         `answer_temperature` (the paper's data: answers come from the
                         teacher, mistakes included; see the measurements in issue 4's note).
   questions.*           sampling settings of "generated" (per_document = continuations
@@ -39,12 +39,14 @@ def get_config(arg: str = ""):
                 # sequence (prompt + answer) is 107, student 27, answer 7.
                 teacher_len=112, student_len=32, response_len=8, global_batch=8,
                 eval_examples=8)
-  c.loss.update(kl_weight=1.0, ce_weight=0.0, temperature=2.0, divergence="forward_kl")
+  # T = 1, not the paper's 2: on 8 rd_facts documents with gold answers, T = 2 reached 23% held-out
+  # exact match after 6 epochs, T = 1 43% (issue 4's note).
+  c.loss.update(kl_weight=1.0, ce_weight=0.0, temperature=1.0, divergence="forward_kl")
   c.lora.update(rank=16, alpha=32.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
   c.teacher.cache = True  # one teacher pass over the pairs; every epoch after reuses its rows
-  c.optim.update(lr=3e-3, warmup_steps=5, end_lr_factor=0.1)
-  c.train.update(steps=48, log_every=8, checkpoint_every=1000)  # 48 x 8 = one epoch
-  c.questions = dict(source="given", answers="given", answer_temperature=1.0, per_document=4,
+  c.optim.update(lr=2e-3, warmup_steps=5, end_lr_factor=0.1)
+  c.train.update(steps=192, log_every=16, checkpoint_every=48)  # 48 x 8 = one epoch
+  c.questions = dict(source="given", answers="sampled", answer_temperature=1.0, per_document=4,
                      temperature=0.8, top_p=0.95, seed=0, max_new_tokens=64, batch_size=8)
   c.sft = dict(lr=0.0, steps=0)
   c.evaluation = dict(documents="tfds:rd_facts/small:documents", rag_k=1, max_new_tokens=8,

@@ -213,8 +213,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
         "use 'given' (the dataset's pairs) or 'generated' (sampled from the teacher)")
   check(c.questions.answers in ("given", "sampled"), "questions.answers",
         "use 'given' (the dataset's answers) or 'sampled' (one sample from the teacher)")
-  check(c.questions.answers == "given" or c.questions.source == "given", "questions.answers",
-        "'sampled' applies to given questions; generated pairs already have sampled answers")
   check(c.questions.answer_temperature >= 0, "questions.answer_temperature", "must be >= 0")
   check(c.questions.per_document >= 1, "questions.per_document", "must be >= 1")
   check(c.questions.temperature >= 0, "questions.temperature", "must be >= 0")

@@ -176,7 +176,7 @@ def test_bad_config_fails_fast(files):
   with pytest.raises(ConfigError, match="questions.source"):
     prompt_distill.validate(c)
   c = _tiny_config(files)
-  c.questions.update(source="generated", answers="sampled")
+  c.questions.answers = "teacher"
   with pytest.raises(ConfigError, match="questions.answers"):
     prompt_distill.validate(c)
   proc = subprocess.run([sys.executable, "-m", "launch.prompt_distill",
