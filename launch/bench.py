@@ -148,12 +148,14 @@ def bench_step(workload: str):
   base, path = _load(FLAGS.model, mesh)
   fns, w, flops = _step_fns(workload, base, path, _sides(), mesh)
   peak = matmul_peak_flops()
-  if FLAGS.memory and len(fns) == 1:
+  alone = FLAGS.memory and len(fns) == 1  # this process runs one side: its peak is that side's
+  if alone:
     _peak_rss_reset()
   warm, times = alternate(fns, FLAGS.runs)
-  memory = {name: _peak_rss_bytes() for name in fns} if FLAGS.memory and len(fns) == 1 else {}
-  if FLAGS.memory and len(fns) > 1:
-    memory = _memory_in_subprocesses()
+  if alone:
+    memory = {name: _peak_rss_bytes() for name in fns}
+  else:
+    memory = _memory_in_subprocesses() if FLAGS.memory else {}
   tokens = w.batch * (w.teacher_len + w.student_len)
   medians = {name: statistics.median(t) for name, t in times.items()}
   rows = []

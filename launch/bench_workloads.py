@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from rd import distill, lora as lora_lib, sharding
+from rd.data.tokenize import model_inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +93,6 @@ def _positions_and_segments(side: str, tokens: np.ndarray) -> dict[str, np.ndarr
           f"{side}_segment_ids": np.ones_like(tokens)}
 
 
-def without_index(batch):
-  return {k: v for k, v in batch.items() if k != "example_index"}
-
-
 class RdStep:
   """rd's jitted distillation step on one workload; `run(batch)` does one update."""
 
@@ -113,11 +110,12 @@ class RdStep:
     self.step = jax.jit(functools.partial(distill.train_step, optimizer=optimizer,
                                           loss_cfg=loss_cfg),
                         donate_argnums=0, out_shardings=(replicated, replicated))
-    self.teacher = jax.jit(lambda batch: distill.teacher_outputs(base, None, batch))
+    teacher = jax.jit(distill.teacher_outputs)  # the base as an argument, not a constant
+    self.teacher = lambda batch: teacher(base, None, batch)
 
   def run(self, batch: dict[str, np.ndarray]) -> float:
     self.state, metrics = self.step(self.state, self.base,
-                                    sharding.shard_batch(without_index(batch), self.mesh))
+                                    sharding.shard_batch(model_inputs(batch), self.mesh))
     return float(metrics["loss"])  # waits for the step
 
 

@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from rd import sharding
+from rd.data.tokenize import model_inputs
 
 # Batch keys only the teacher's forward pass reads; a cached batch does not carry them.
 TEACHER_INPUTS = ("teacher_tokens", "teacher_positions", "teacher_segment_ids", "teacher_rows",
@@ -74,8 +75,7 @@ def build(teacher_fn, batches, mesh, *, num_examples: int, response_len: int) ->
   numpy) and returns every example's rows, zero-padded to `response_len`, on every process."""
   local: dict[str, list[np.ndarray]] = {}
   for batch in batches:
-    inputs = {k: v for k, v in batch.items() if k != "example_index"}
-    outputs = teacher_fn(sharding.shard_batch(inputs, mesh))
+    outputs = teacher_fn(sharding.shard_batch(model_inputs(batch), mesh))
     outputs = multihost_utils.global_array_to_host_local_array(
         outputs, mesh, jax.tree.map(lambda _: P(sharding.BATCH_AXES), outputs))
     outputs = {**jax.device_get(outputs), "index": batch["example_index"]}

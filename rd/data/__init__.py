@@ -5,8 +5,8 @@ from rd.data.examples import (Example, read_alpaca, read_alpaca_paired, read_jso
 from rd.data.packing import pack, pack_batch
 from rd.data.pipeline import make_dataset, make_iterator
 from rd.data.templates import Template
-from rd.data.tokenize import Buckets, Featurizer, Tokenized, collate
+from rd.data.tokenize import Buckets, Featurizer, Tokenized, collate, model_inputs
 
 __all__ = ["Buckets", "Example", "Featurizer", "Template", "Tokenized", "collate",
-           "make_dataset", "make_iterator", "pack", "pack_batch", "read_alpaca",
+           "make_dataset", "make_iterator", "model_inputs", "pack", "pack_batch", "read_alpaca",
            "read_alpaca_paired", "read_jsonl", "write_jsonl"]

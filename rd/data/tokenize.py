@@ -220,6 +220,11 @@ def response_rows(lengths: Sequence[int], num_response: Sequence[int], batch: in
   return rows
 
 
+def model_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The batch without its bookkeeping (`example_index`): what a jitted step takes."""
+  return {k: v for k, v in batch.items() if k != "example_index"}
+
+
 def collate(items: Sequence[Tokenized], buckets: Buckets, *, pad_id: int = 0,
             batch_size: int | None = None) -> dict[str, np.ndarray]:
   """Stacks `Tokenized` examples into one batch dict (see the module docstring). A short batch
