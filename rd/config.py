@@ -19,6 +19,9 @@ from rd.losses import DIVERGENCES
 from rd.models.decoder import REMAT_POLICIES
 
 
+TRAINABLES = ("lora", "full")
+
+
 class ConfigError(ValueError):
   """A bad configuration value, raised before any expensive work starts."""
 
@@ -26,7 +29,9 @@ class ConfigError(ValueError):
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = dict(path="gemma3-270m", dtype="float32")
-  c.lora = dict(rank=16, alpha=16.0, targets=("q", "k", "v", "o"))
+  # init_from: start the student from an earlier run's LoRA (its workdir or adapter directory):
+  # sequential composed distillation, or fine-tuning on top of a distilled student.
+  c.lora = dict(rank=16, alpha=16.0, targets=("q", "k", "v", "o"), init_from="")
   # Teacher: the base with the context in its prompt, plus optionally a LoRA from an rd
   # checkpoint directory (the workdir of an earlier run). cache: run the teacher once over the
   # training examples and reuse its response rows every epoch (exact; rd/teacher_cache.py).
@@ -39,7 +44,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = dict(lr=1e-3, warmup_steps=10, end_lr_factor=0.1, weight_decay=0.0, b1=0.9,
                  b2=0.999, clip_norm=1.0)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  # trainable: "lora" (the default: base frozen) or "full" (every base weight trains, with CE
+  # only: training a small model from scratch, e.g. configs/addition.py's scratch-pad teacher;
+  # the model is replicated, and written to <workdir>/model as a Hugging Face directory).
   c.train = dict(steps=100, seed=0, log_every=10, eval_every=0, checkpoint_every=50,
+                 trainable="lora",
                  keep_checkpoints=3, max_nonfinite=10, export_peft="",
                  export_merged="")
   return ml_collections.ConfigDict(c)
@@ -80,6 +89,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"unknown {sorted(set(c.lora.targets) - set(lora_lib.TARGETS))}; "
          f"choose from {lora_lib.TARGETS}")
   _check(c.lora.rank >= 1, "lora.rank", "must be >= 1")
+  if c.lora.init_from:
+    _check(os.path.isdir(c.lora.init_from), "lora.init_from",
+           f"{c.lora.init_from!r} is not a directory (give an earlier run's workdir)")
+  _check(c.train.trainable in TRAINABLES, "train.trainable", f"choose from {TRAINABLES}")
+  if c.train.trainable == "full":
+    _check(not (c.loss.kl_weight or c.loss.hidden_weight), "train.trainable",
+           "full training is cross-entropy only: set loss.kl_weight=0, loss.hidden_weight=0 "
+           "and loss.ce_weight=1 (distill into a LoRA instead)")
+    _check(not (c.lora.init_from or c.train.export_peft or c.train.export_merged),
+           "train.trainable", "full training has no LoRA (it writes <workdir>/model): unset "
+           "lora.init_from, train.export_peft and train.export_merged")
 
 
 def lora_config(c) -> lora_lib.LoraConfig:

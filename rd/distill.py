@@ -188,13 +188,23 @@ def identity_lora(params, batch):
   return params
 
 
+def student_terms(params, base: Decoder, batch, teacher_lora: Lora | None, loss_cfg: LossConfig,
+                  to_lora: Callable, full_model: bool):
+  """`loss_terms` of the student the trainables define: base + to_lora(params), or, with
+  `full_model`, the model `params` itself (no LoRA; cross-entropy only, as config checks)."""
+  if full_model:
+    return loss_terms(params, None, None, batch, loss_cfg)
+  return loss_terms(base, to_lora(params, batch), teacher_lora, batch, loss_cfg)
+
+
 def train_step(state: TrainState, base: Decoder, batch, teacher_lora: Lora | None = None, *,
                optimizer: optax.GradientTransformation, loss_cfg: LossConfig,
-               to_lora: Callable = identity_lora) -> tuple[TrainState, dict[str, jax.Array]]:
+               to_lora: Callable = identity_lora,
+               full_model: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update of the trainables. A non-finite loss or gradient leaves them unchanged."""
 
   def objective(params):
-    terms = loss_terms(base, to_lora(params, batch), teacher_lora, batch, loss_cfg)
+    terms = student_terms(params, base, batch, teacher_lora, loss_cfg, to_lora, full_model)
     loss, means = weighted_loss(terms, loss_cfg)
     return loss, means
 
@@ -215,6 +225,6 @@ def train_step(state: TrainState, base: Decoder, batch, teacher_lora: Lora | Non
 
 
 def eval_step(params, base: Decoder, batch, teacher_lora: Lora | None = None, *,
-              loss_cfg: LossConfig, to_lora: Callable = identity_lora):
+              loss_cfg: LossConfig, to_lora: Callable = identity_lora, full_model: bool = False):
   """(sum, count) of every loss term on one batch, for exact averages over a whole eval set."""
-  return loss_terms(base, to_lora(params, batch), teacher_lora, batch, loss_cfg)
+  return student_terms(params, base, batch, teacher_lora, loss_cfg, to_lora, full_model)

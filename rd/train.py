@@ -12,6 +12,7 @@ import functools
 import time
 
 import jax
+import jax.numpy as jnp
 from absl import logging
 from tqdm import tqdm
 
@@ -29,6 +30,7 @@ from rd.embedded import resolve_model_path
 from rd.metrics import MetricsWriter, format_table
 from rd.tokenizer import load_tokenizer
 from rd.weights import adapter, peft
+from rd.weights.export import save_hf
 from rd.weights.load import load_model
 
 
@@ -83,6 +85,22 @@ def build_teacher_cache(c, base, teacher_lora, examples, tokenizer, mesh, loss_c
   return cache
 
 
+def initial_params(c, base):
+  """The trainables before step 0: a fresh LoRA (B = 0, so the student starts as the base), an
+  earlier run's LoRA (`lora.init_from`), or, with `train.trainable="full"`, the model itself."""
+  if c.train.trainable == "full":  # a copy: the state is donated, the caller's model is not
+    return jax.tree.map(jnp.array, base)
+  if not c.lora.init_from:
+    return lora_lib.init(base.spec, config_lib.lora_config(c), jax.random.key(c.train.seed))
+  lora = adapter.load(c.lora.init_from)
+  rank = next(iter(lora.weights.values()))["a"].shape[-1]
+  if sorted(lora.weights) != sorted(c.lora.targets) or rank != c.lora.rank:
+    raise config_lib.ConfigError(
+        f"config.lora.init_from: {c.lora.init_from!r} holds rank {rank} on {sorted(lora.weights)}"
+        f"; set lora.rank={rank} and lora.targets={tuple(sorted(lora.weights))} to match")
+  return lora
+
+
 def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   """Trains the config's student in `workdir` (resuming from its latest checkpoint).
 
@@ -112,7 +130,10 @@ def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
 
   optimizer = distill.make_optimizer(optim_cfg)
   replicated = sharding.replicated(mesh)
-  params = lora_lib.init(base.spec, config_lib.lora_config(c), jax.random.key(c.train.seed))
+  params = initial_params(c, base)
+  full = c.train.trainable == "full"
+  if full:  # the model is the trainable state (donated every step); nothing else holds it
+    base = None
   state = jax.device_put(distill.init_state(params, optimizer, c.train.seed), replicated)
   checkpointer = Checkpointer(workdir, keep=c.train.keep_checkpoints,
                               every_steps=c.train.checkpoint_every,
@@ -121,9 +142,10 @@ def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   state, resumed = checkpointer.restore_or_init(state, iterator)
   start = int(resumed or 0)
 
-  step_fn = jax.jit(functools.partial(distill.train_step, optimizer=optimizer, loss_cfg=loss_cfg),
+  step_fn = jax.jit(functools.partial(distill.train_step, optimizer=optimizer, loss_cfg=loss_cfg,
+                                      full_model=full),
                     donate_argnums=0, out_shardings=(replicated, replicated))
-  eval_fn = jax.jit(functools.partial(distill.eval_step, loss_cfg=loss_cfg),
+  eval_fn = jax.jit(functools.partial(distill.eval_step, loss_cfg=loss_cfg, full_model=full),
                     out_shardings=replicated)
   run_eval = functools.partial(evaluate, eval_fn, base=base, teacher_lora=teacher_lora,
                                examples=eval_examples, c=c, tokenizer=tokenizer, mesh=mesh)
@@ -171,7 +193,12 @@ def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   after = run_eval(params=state.params)
   writer.write(int(state.step), after, prefix="eval/")
   writer.close()
-  adapter.save(state.params, f"{workdir}/lora")
+  if full:  # a Hugging Face model directory: the next job's `model.path`
+    save_hf(state.params, f"{workdir}/model")
+    if jax.process_index() == 0:
+      tokenizer.save_pretrained(f"{workdir}/model")
+  else:
+    adapter.save(state.params, f"{workdir}/lora")
   if c.train.export_peft:  # the same LoRA as a PEFT adapter, for transformers users
     peft.save_peft(state.params, base.spec, c.train.export_peft,
                    base_model_name_or_path=str(resolve_model_path(c.model.path)))
