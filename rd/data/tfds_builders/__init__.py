@@ -14,8 +14,12 @@ from rd.data.tfds_builders.base import (ExampleBuilder, ExampleBuilderConfig, Ex
                                         download_config, example_to_record, get_builder,
                                         load_examples, prepare, record_to_example)
 from rd.data.tfds_builders.rd_facts import FactsBuilderConfig, RdFacts
+from rd.data.tfds_builders.super_natural_instructions import (SniBuilderConfig,
+                                                              SuperNaturalInstructions)
+from rd.data.tfds_builders.task_suite import RdTaskSuite, TaskSuiteBuilderConfig
 
 __all__ = ["ExampleBuilder", "ExampleBuilderConfig", "ExampleSource", "FactsBuilderConfig",
-           "RdFacts", "config_with", "data_source", "default_data_dir", "download_config",
-           "example_to_record", "get_builder", "load_examples", "prepare",
+           "RdFacts", "RdTaskSuite", "SniBuilderConfig", "SuperNaturalInstructions",
+           "TaskSuiteBuilderConfig", "config_with", "data_source", "default_data_dir",
+           "download_config", "example_to_record", "get_builder", "load_examples", "prepare",
            "record_to_example"]
