@@ -1,0 +1,53 @@
+r"""Scratch-pad internalization on 1-8 digit addition (Snell et al.), at laptop scale.
+
+  python -m launch.scratchpad_distill --config=configs/scratchpad_distill.py --workdir=/tmp/sp
+
+A tiny Llama-family model (`model_size`, char-level tokenizer, rd/data/addition.py) is trained
+from scratch to add with a scratch-pad (`scratchpad.*`), then distilled into a LoRA student
+that answers directly (`train.steps`, `optim.lr`, `lora.*`), against a direct-answer model
+trained from scratch on the same problems (`direct.*`) and the scratch-pad model fine-tuned on
+direct gold answers. See rd/scratchpad_distill.py.
+
+Fields beyond `rd.config.base_config()`:
+  task.*            problem counts (train: the from-scratch trainings; distill: the unlabeled
+                    problems the teacher works out; test: unseen problems), digits, seed.
+  model_size.*      hidden, layers, heads of the from-scratch model.
+  scratchpad.*      steps and peak learning rate of the scratch-pad model's training.
+  direct.*          the same for the direct-answer baseline trained from scratch.
+  evaluation.*      generation batch size.
+
+The argument picks a preset: "" (the experiment) or "tiny" (smoke tests).
+"""
+
+from rd.config import base_config
+
+
+def get_config(arg: str = ""):
+  c = base_config()
+  c.model.path = ""  # set by the job: <workdir>/init, then <workdir>/scratchpad/model
+  # Longest sequences in chars, BOS included: problem 18 + scratch-pad 41 + answer 9 + EOS.
+  c.data.update(template_teacher="{query}{context}", template_student="{query}",
+                teacher_len=80, student_len=80, response_len=56, add_eos=True,
+                global_batch=64, eval_examples=256)
+  c.lora.update(rank=16, alpha=32.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
+  c.optim.update(lr=3e-3, warmup_steps=50, end_lr_factor=0.05)
+  c.train.update(steps=1000, log_every=50, checkpoint_every=250)  # distillation (LoRA)
+  c.task = dict(max_digits=8, train_problems=100_000, distill_problems=32_000,
+                test_problems=10_000, seed=0)
+  c.model_size = dict(hidden=128, layers=4, heads=4)
+  c.scratchpad = dict(steps=2000, lr=3e-3)
+  c.direct = dict(steps=2000, lr=3e-3)
+  c.evaluation = dict(batch_size=500)
+  if arg == "tiny":
+    # Just enough training for the teacher to finish some scratch-pads (the job needs some).
+    c.data.update(global_batch=16, eval_examples=16)
+    c.task.update(max_digits=2, train_problems=512, distill_problems=32, test_problems=32)
+    c.model_size.update(hidden=32, layers=2, heads=2)
+    c.scratchpad.update(steps=80, lr=1e-2)
+    c.direct.update(steps=4)
+    c.train.update(steps=4, log_every=2)
+    c.lora.update(rank=4, alpha=8.0)
+    c.evaluation.update(batch_size=16)
+  elif arg:
+    raise ValueError(f"unknown preset {arg!r}; use '' or 'tiny'")
+  return c
