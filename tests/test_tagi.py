@@ -1,0 +1,250 @@
+"""TAGI on a tiny random model: each stage learns, a preempted stage resumes to the same
+parameters, the adapter term and its λ2 = sigmoid(MSE), ROUGE-L, config errors; and (slow) the
+whole job: per-task LoRAs, both stages, every system scored."""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.tagi import get_config
+from rd import config as config_lib
+from rd import distill, hypernet, rouge, sharding, tagi, tagi_experiment
+from rd.data.examples import Example, write_jsonl
+from rd.lora import Lora
+from rd.tokenizer import load_tokenizer
+from rd.weights.load import load_model
+from tests.fixtures import make_model_dir
+
+# Tiny tasks: each answers every input with its own fixed words, and says which in its
+# instruction; the unseen ones use words no seen task answers with.
+TASKS = {"cat": ("seen", "the cat sat"), "dog": ("seen", "the lazy dog"),
+         "fox": ("seen", "quick brown fox"), "mat": ("unseen", "on the mat")}
+INPUTS = ["two plus two", "the rule", "four dogs", "a question", "brown mat", "lazy answer",
+          "the quick fox", "sat on two", "rule four", "cat and dog", "the answer", "mat rule"]
+
+
+def _task_file(path):
+  examples = [Example(context=f"Rule: always answer {words}.", query=x, response=f" {words}",
+                      meta={"task": name, "split": split, "answer": words})
+              for name, (split, words) in TASKS.items() for x in INPUTS]
+  write_jsonl(path, examples)
+  return path
+
+
+def _config(files):
+  c = get_config("tiny")
+  c.model.path, c.tasks.source = files["model"], files["tasks"]
+  c.data.response_len = 12  # the tiny tokenizer spends up to 10 tokens on an answer
+  c.stage1.text = files["text"]
+  c.adapters.update(steps=12, lr=3e-2)
+  c.stage1.update(steps=12, lr=1e-2)
+  c.stage2.update(steps=16, lr=1e-2)
+  c.train.update(log_every=1, checkpoint_every=4)
+  return c
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+  d = tmp_path_factory.mktemp("tagi")
+  with open(d / "text.txt", "w") as f:
+    f.write("\n\n".join(" ".join(INPUTS[i:] + INPUTS[:i]) for i in range(6)))
+  return {"model": make_model_dir(str(d / "model"), sharpness=4.0),
+          "tasks": _task_file(str(d / "tasks.jsonl")), "text": str(d / "text.txt")}
+
+
+@pytest.fixture(scope="module")
+def env(files):
+  """The model on its mesh, the tokenizer and the tasks, shared by the stage tests."""
+  c = _config(files)
+  mesh = sharding.make_mesh(**c.mesh)
+  return {"base": sharding.place_params(load_model(files["model"]), mesh), "mesh": mesh,
+          "tokenizer": load_tokenizer(files["model"]), "tasks": tagi_experiment.load_tasks(c)}
+
+
+def _metrics(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def _train(c, stage, workdir, env, **kwargs):
+  params = hypernet.init(env["base"].spec, tagi_experiment.hypernet_config(c),
+                         jax.random.key(c.train.seed))
+  return tagi.train_stage(c, stage, str(workdir), base=env["base"], tokenizer=env["tokenizer"],
+                          mesh=env["mesh"], params=params, **kwargs)
+
+
+class _StopAt:
+  """A PreemptionGuard stand-in that asks the loop to stop after `step` (a SIGTERM there)."""
+
+  def __init__(self, step):
+    self.step = step
+
+  def __call__(self):
+    return self
+
+  def check(self, step):
+    return step == self.step
+
+
+def test_stage1_learns_and_a_preempted_run_resumes_to_the_same_parameters(files, env, tmp_path,
+                                                                           monkeypatch):
+  c = _config(files)
+  c.train.checkpoint_every = 100  # only the preemption save and the final one
+  stage = tagi_experiment.stage1(c, env["tasks"], env["base"], env["tokenizer"])
+  stage.steps = 8
+  assert stage.template.student == "{query}" and stage.loss.kl_weight == 0
+  straight = _train(c, stage, tmp_path / "straight", env)
+  assert straight.after["ce"] < straight.before["ce"], (straight.before, straight.after)
+  assert os.path.exists(tmp_path / "straight" / "hypernet" / "hypernet.safetensors")
+
+  monkeypatch.setattr(tagi, "PreemptionGuard", _StopAt(3))
+  assert _train(c, stage, tmp_path / "resumed", env).stopped_early
+  monkeypatch.setattr(tagi, "PreemptionGuard", _StopAt(-1))
+  resumed = _train(c, stage, tmp_path / "resumed", env)  # same call: resumes from step 3
+  assert not resumed.stopped_early
+  for x, y in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params)):
+    np.testing.assert_array_equal(x, y)  # same data order, same updates, bitwise
+  steps = [r["step"] for r in _metrics(tmp_path / "resumed" / "metrics.jsonl")
+           if "train/loss" in r]
+  assert steps == list(range(1, 9))  # nothing repeated, nothing skipped
+
+
+def _task_stack(env, c, names, seed=0):
+  """Stand-ins for trained per-task LoRAs: the hypernetwork's A start, and a random B each."""
+  start = hypernet.init(env["base"].spec, tagi_experiment.hypernet_config(c), jax.random.key(0))
+  rng = np.random.default_rng(seed)
+  weights = {}
+  for target, head in start["heads"].items():
+    layers, width = head["a_bias"].shape
+    a = jnp.broadcast_to(head["a_bias"].reshape(layers, -1, c.lora.rank),
+                         (len(names), layers, width // c.lora.rank, c.lora.rank))
+    b_shape = (len(names), layers, c.lora.rank, head["b_bias"].shape[1] // c.lora.rank)
+    weights[target] = {"a": a, "b": jnp.asarray(rng.normal(size=b_shape) * 0.5, jnp.float32)}
+  return Lora(weights, scale=c.lora.alpha / c.lora.rank)
+
+
+def test_stage2_drives_kl_and_adapter_mse_down_with_lambda2_sigmoid_mse(files, env, tmp_path):
+  c = _config(files)
+  # The stand-in teachers answer at random, so the gold answers' CE would pull elsewhere; the
+  # two distillation terms agree (MSE = 0 gives KL = 0). CE with trained LoRAs: the slow test.
+  c.stage2.ce_weight = 0.0
+  seen = env["tasks"].names("seen")
+  stage = tagi_experiment.stage2(c, env["tasks"], env["base"], env["tokenizer"], seen)
+  stage.steps = 12
+  assert stage.tagi.teacher == "adapter" and stage.template.teacher == c.data.template_student
+  result = _train(c, stage, tmp_path, env, task_adapters=_task_stack(env, c, seen))
+  assert "ce" not in result.after
+  for term in ("kl", "adapter_mse"):
+    assert result.after[term] < 0.9 * result.before[term], (term, result.before, result.after)
+  rows = [r for r in _metrics(tmp_path / "metrics.jsonl") if "train/lambda2" in r]
+  assert len(rows) == 12
+  for r in rows:
+    assert math.isclose(r["train/lambda2"], 1 / (1 + math.exp(-r["train/adapter_mse"])),
+                        rel_tol=1e-5)
+
+
+def test_stage2_with_the_instruction_in_context_as_teacher(files, env):
+  c = _config(files)
+  c.stage2.update(teacher="context", adapter_weight=0.0)
+  stage = tagi_experiment.stage2(c, env["tasks"], env["base"], env["tokenizer"], ())
+  assert stage.template.teacher == c.data.template_teacher
+  assert not stage.tagi.needs_adapters
+  seen = env["tasks"].names("seen")
+  assert len(stage.examples) == len(seen) * c.tasks.n_train
+  # Every example of a task shares its instruction's embedding; tasks differ.
+  rows = {e.meta["task"]: stage.lookup.instruction[i] for i, e in enumerate(stage.examples)}
+  assert len(set(rows.values())) == len(seen) == len(stage.lookup.embeddings)
+
+
+@pytest.mark.slow
+def test_job_trains_adapters_both_stages_and_scores_every_system(files, tmp_path):
+  summary = tagi_experiment.run(_config(files), str(tmp_path))
+  for stage, terms in (("stage1", ["ce"]), ("stage2", ["ce", "kl"])):
+    losses = summary["losses"][stage]
+    for term in terms:
+      assert losses["after"][term] < losses["before"][term], (stage, term, losses)
+  for name, (split, _) in TASKS.items():
+    has = os.path.exists(tmp_path / "adapters" / name / "lora" / "adapter.json")
+    assert has == (split == "seen")
+  assert summary["tasks"] == {name: split for name, (split, _) in TASKS.items()}
+  systems = summary["systems"]
+  assert set(systems) == set(tagi_experiment.SYSTEMS)
+  assert set(systems["hypernet stage 2"]) == {"seen", "unseen"}
+  assert set(systems["per-task LoRA"]) == {"seen"}  # unseen tasks have none
+  assert systems["base"]["unseen"]["n"] == _config(files).tasks.n_test
+  # The per-task LoRAs learned their constant answers; the base did not know them.
+  assert systems["per-task LoRA"]["seen"]["rouge_l"] > systems["base"]["seen"]["rouge_l"]
+  with open(tmp_path / "predictions.jsonl") as f:
+    rows = [json.loads(line) for line in f]
+  assert {r["system"] for r in rows} == set(tagi_experiment.SYSTEMS)
+  assert all(math.isclose(r["rouge_l"], rouge.rouge_l(r["prediction"], r["answer"]))
+             for r in rows)
+
+
+def _lora(values, batch=3):
+  a = jnp.asarray(values[0], jnp.float32).reshape(batch, 1, 2, 1)
+  b = jnp.asarray(values[1], jnp.float32).reshape(batch, 1, 1, 2)
+  return Lora({"q": {"a": a, "b": b}}, scale=1.0)
+
+
+def test_adapter_term_is_the_mse_over_valid_examples_weighted_by_its_sigmoid():
+  gen = _lora((np.arange(6), np.zeros(6)))
+  target = _lora((np.zeros(6), np.ones(6)))
+  valid = jnp.asarray([1.0, 1.0, 0.0])  # the third example is padding
+  s, n = tagi.adapter_mse(gen, target, valid)
+  expected = (np.square(np.arange(4)).sum() + 4) / 8  # A: 0,1,2,3; B: four ones; 4 per example
+  assert float(n) == 8 and math.isclose(float(s) / float(n), expected)
+  loss_cfg = distill.LossConfig(kl_weight=0.5, ce_weight=1.0)
+  cfg = tagi.TagiLoss(hypernet.HypernetConfig(), teacher="adapter", adapter_weight=2.0)
+  terms = {"ce": (jnp.float32(6.0), jnp.float32(3.0)), "kl": (jnp.float32(1.0), jnp.float32(4.0)),
+           "adapter_mse": (s, n)}
+  loss, means = tagi.weighted_loss(terms, loss_cfg, cfg)
+  lambda2 = 2.0 / (1 + math.exp(-expected))
+  assert math.isclose(float(means["lambda2"]), lambda2, rel_tol=1e-6)
+  assert math.isclose(float(loss), 2.0 + 0.5 * 0.25 + lambda2 * expected, rel_tol=1e-6)
+  fixed = tagi.TagiLoss(hypernet.HypernetConfig(), adapter_weight=2.0, adapter_sigmoid=False)
+  assert math.isclose(float(tagi.weighted_loss(terms, loss_cfg, fixed)[1]["lambda2"]), 2.0)
+  # λ2 is a coefficient: the gradient of λ2·MSE is λ2 times the MSE's.
+  grad = jax.grad(lambda x: tagi.weighted_loss({"adapter_mse": (x, n)}, loss_cfg, cfg)[0])(s)
+  assert math.isclose(float(grad), lambda2 / 8, rel_tol=1e-5)
+
+
+def test_rouge_l_matches_hand_computed_scores():
+  # LCS of (the cat sat on the mat) and (the cat is on the mat) is "the cat on the mat": 5 of 6.
+  assert math.isclose(rouge.rouge_l("the cat sat on the mat", "the cat is on the mat"), 5 / 6)
+  # "a b c d" vs "a c": LCS 2, precision 1/2, recall 1, F1 = 2/3.
+  assert math.isclose(rouge.rouge_l("a b c d", "a c"), 2 / 3)
+  assert rouge.rouge_l("Paris.", "paris") == 1.0  # lower case, punctuation is no token
+  assert rouge.rouge_l("", "paris") == 0.0 and rouge.rouge_l("london", "paris") == 0.0
+  assert rouge.lcs_length("abcbdab", "bdcaba") == 4  # the textbook example (CLRS)
+
+
+def test_segments_move_the_space_onto_the_predicted_part():
+  text = "one two three\nfour five six seven eight nine ten eleven"
+  examples = tagi_experiment.segment_examples([text, text + " twelve thirteen three"], (3, 2, 2))
+  assert len(examples) == 3  # 11 words hold one window of 7, 14 words two
+  first = examples[0]
+  assert (first.context, first.query, first.response) == ("one two three", "four five",
+                                                          " six seven")
+  assert (examples[2].context, examples[2].response) == ("eight nine ten", " thirteen three")
+  assert [e.meta["text"] for e in examples] == [0, 1, 1]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("stage2.teacher", "oracle", "config.stage2.teacher"),
+    ("tasks.source", "/no/such/tasks.jsonl", "config.tasks.source"),
+    ("stage1.segment_words", (4, 0, 2), "config.stage1.segment_words"),
+    ("lora.targets", ("q", "wq"), "config.lora.targets"),
+    ("stage2.kl_weight", -1.0, "config.stage2"),
+])
+def test_bad_config_fails_with_one_line_naming_the_field(files, field, value, message):
+  c = _config(files)
+  group, name = field.split(".")
+  c[group][name] = value
+  with pytest.raises(config_lib.ConfigError, match=message.replace(".", r"\.")):
+    tagi_experiment.validate(c)
