@@ -26,17 +26,19 @@ def get_config(arg: str = ""):
   c = base_config()
   c.model.path = ""  # set by the job: <workdir>/init, then <workdir>/scratchpad/model
   # Longest sequences in chars, BOS included: problem 18 + scratch-pad 41 + answer 9 + EOS.
+  # These are the scratch-pad training's lengths; direct answers get shorter ones (the job).
   c.data.update(template_teacher="{query}{context}", template_student="{query}",
                 teacher_len=80, student_len=80, response_len=56, add_eos=True,
-                global_batch=64, eval_examples=256)
+                global_batch=32, eval_examples=256)
   c.lora.update(rank=16, alpha=32.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
   c.optim.update(lr=3e-3, warmup_steps=50, end_lr_factor=0.05)
-  c.train.update(steps=1000, log_every=50, checkpoint_every=250)  # distillation (LoRA)
-  c.task = dict(max_digits=8, train_problems=100_000, distill_problems=32_000,
+  c.train.update(steps=2000, log_every=50, checkpoint_every=250)  # distillation (LoRA)
+  # One epoch each: 3000 x 32 training problems, 2000 x 32 distillation problems.
+  c.task = dict(max_digits=8, train_problems=96_000, distill_problems=64_000,
                 test_problems=10_000, seed=0)
-  c.model_size = dict(hidden=128, layers=4, heads=4)
-  c.scratchpad = dict(steps=2000, lr=3e-3)
-  c.direct = dict(steps=2000, lr=3e-3)
+  c.model_size = dict(hidden=64, layers=3, heads=4)
+  c.scratchpad = dict(steps=3000, lr=3e-3)
+  c.direct = dict(steps=3000, lr=3e-3)
   c.evaluation = dict(batch_size=500)
   if arg == "tiny":
     # Just enough training for the teacher to finish some scratch-pads (the job needs some).

@@ -74,11 +74,15 @@ def make_problems(t) -> dict[str, list[tuple[int, int]]]:
   return {"train": train_set, "distill": distill, "test": test}
 
 
-def _stage(c, model_path: str, data: str, *, steps: int, lr: float, full: bool, kl: bool):
-  """The engine config of one training: CE on the response (full model or LoRA), or KL."""
+def _stage(c, model_path: str, data: str, *, steps: int, lr: float, full: bool, kl: bool,
+           direct: bool = True):
+  """The engine config of one training: CE on the response (full model or LoRA), or KL.
+  Direct answers are short: their student sequences and responses get shorter buckets."""
   s = ml_collections.ConfigDict(c.to_dict())
-  del s.task, s.scratchpad, s.direct, s.evaluation
+  del s.task, s.scratchpad, s.direct, s.evaluation, s.model_size
   s.model.path, s.data.train = model_path, data
+  if direct:  # problem 18 chars + BOS + answer 9 + EOS
+    s.data.update(student_len=32, response_len=16)
   s.train.update(steps=steps, trainable="full" if full else "lora",
                  checkpoint_every=max(steps // 4, 1))
   s.optim.update(lr=lr)
@@ -134,7 +138,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                            for a, b in problems["distill"]])
   t = time.perf_counter()
   teacher = _trained(train.train(_stage(c, path("init"), path("scratchpad.jsonl"), full=True,
-                                        kl=False, **c.scratchpad), path("scratchpad"),
+                                        kl=False, direct=False, **c.scratchpad),
+                                 path("scratchpad"),
                                  tokenizer=tokenizer))
   seconds["train scratch-pad model"] = time.perf_counter() - t
   teacher_dir = path("scratchpad", "model")
