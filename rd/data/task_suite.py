@@ -22,8 +22,8 @@ on the seen tasks and is tested on the unseen ones; instruction internalization
   shots; `STUDENT_TEMPLATE` is "Input: x\\nOutput:".
 
 The task set was chosen so that Gemma 3 270M (base) does each task at least sometimes with the
-instruction and 3 worked examples in its prompt (see `scripts`-free measurement in the
-instruction-distillation docs: `python -m rd.task_suite_eval`).
+instruction and 3 worked examples in its prompt (greedy, 16 instances a task:
+`python -m launch.task_suite_eval`).
 """
 
 from __future__ import annotations
