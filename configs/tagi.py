@@ -58,17 +58,18 @@ def get_config(arg: str = ""):
                   adapter_weight=1.0, adapter_sigmoid=True)
   c.evaluation = dict(max_new_tokens=8, batch_size=16, limit=0, per_task_adapters=True)
   if arg == "smoke":
-    c.tasks.update(seen=3, unseen=2, n_train=16, n_test=8)
+    c.tasks.update(seen=3, unseen=2, n_train=16, n_test=4)
     c.data.update(global_batch=4, eval_examples=8)
-    c.adapters.update(steps=12)
-    c.stage1.update(steps=8, segment_words=(24, 12, 6))
-    c.stage2.update(steps=12)
+    c.adapters.update(steps=8)
+    c.stage1.update(steps=6, segment_words=(24, 12, 6))
+    c.stage2.update(steps=8)
     c.optim.update(warmup_steps=2)
     c.train.update(log_every=2, checkpoint_every=4)
+    c.evaluation.update(max_new_tokens=6, batch_size=4)
   elif arg == "tiny":
     c.data.update(teacher_len=64, student_len=32, response_len=8, global_batch=4,
                   eval_examples=4)
-    c.lora.update(rank=4, alpha=8.0)
+    c.lora.update(rank=4, alpha=8.0, targets=("q", "v"))  # half the programs to compile
     c.hypernet.update(hidden=32, instruction_len=32)
     c.tasks.update(n_train=8, n_test=4, shots=0)
     c.adapters.update(steps=4)

@@ -87,9 +87,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(len(words) == 3 and min(words) > 0, "stage1.segment_words",
          f"give three positive word counts (a, b, c), got {words}")
   text = c.stage1.text
-  problem = text and not text.endswith(".txt") and sources.check(text)
-  _check(not text or (text.endswith(".txt") and os.path.exists(text)) or not problem,
-         "stage1.text", str(problem or f"{text!r} does not exist"))
+  if text.endswith(".txt"):
+    _check(os.path.exists(text), "stage1.text", f"{text!r} does not exist")
+  elif text:
+    problem = sources.check(text)
+    _check(not problem, "stage1.text", str(problem))
   _check(c.stage2.teacher in ("adapter", "context"), "stage2.teacher",
          "use 'adapter' (base + the task's LoRA) or 'context' (instruction in the prompt)")
   _check(min(c.stage2.ce_weight, c.stage2.kl_weight, c.stage2.adapter_weight) >= 0, "stage2",
@@ -327,8 +329,10 @@ def evaluate_systems(c, tasks: Tasks, base, tokenizer, hypernets: dict[str, Any]
     names, stack = adapters
     row = {t: i for i, t in enumerate(names)}
     seen = {t: ex for t, ex in test.items() if t in row}
-    lora_of = lambda t: lora_lib.Lora(jax.tree.map(lambda x: x[row[t]], stack.weights),  # noqa: E731
-                                      scale=stack.scale)
+
+    def lora_of(t):
+      return lora_lib.Lora(jax.tree.map(lambda x: x[row[t]], stack.weights), scale=stack.scale)
+
     per_task = score(base, tokenizer, seen, lora_of, student, c=c, bucket=bucket[student])
     results["per-task LoRA"] = {"splits": _by_split(per_task, tasks.split), "tasks": per_task}
   return results

@@ -128,23 +128,23 @@ def _task_stack(env, c, names, seed=0):
   return Lora(weights, scale=c.lora.alpha / c.lora.rank)
 
 
-def test_stage2_drives_kl_and_adapter_mse_down_with_lambda2_sigmoid_mse(files, env, tmp_path):
+def test_stage2_drives_ce_kl_and_adapter_mse_down_with_lambda2_sigmoid_mse(files, env, tmp_path):
   c = _config(files)
-  # The stand-in teachers answer at random, so the gold answers' CE would pull elsewhere; the
-  # two distillation terms agree (MSE = 0 gives KL = 0). CE with trained LoRAs: the slow test.
-  c.stage2.ce_weight = 0.0
+  # The MSE is a mean over the thousands of A and B entries of an example's LoRA, so its
+  # gradient per entry is tiny next to CE's and KL's; at weight 1 they alone move the adapter
+  # (and its MSE rises). A large weight balances the three on this tiny problem.
+  c.stage2.adapter_weight = 1000.0
   seen = env["tasks"].names("seen")
   stage = tagi_experiment.stage2(c, env["tasks"], env["base"], env["tokenizer"], seen)
   stage.steps = 12
   assert stage.tagi.teacher == "adapter" and stage.template.teacher == c.data.template_student
   result = _train(c, stage, tmp_path, env, task_adapters=_task_stack(env, c, seen))
-  assert "ce" not in result.after
-  for term in ("kl", "adapter_mse"):
-    assert result.after[term] < 0.9 * result.before[term], (term, result.before, result.after)
+  for term in ("ce", "kl", "adapter_mse"):
+    assert result.after[term] < result.before[term], (term, result.before, result.after)
   rows = [r for r in _metrics(tmp_path / "metrics.jsonl") if "train/lambda2" in r]
   assert len(rows) == 12
   for r in rows:
-    assert math.isclose(r["train/lambda2"], 1 / (1 + math.exp(-r["train/adapter_mse"])),
+    assert math.isclose(r["train/lambda2"], 1000 / (1 + math.exp(-r["train/adapter_mse"])),
                         rel_tol=1e-5)
 
 
@@ -241,6 +241,8 @@ def test_segments_move_the_space_onto_the_predicted_part():
     ("stage1.segment_words", (4, 0, 2), "config.stage1.segment_words"),
     ("lora.targets", ("q", "wq"), "config.lora.targets"),
     ("stage2.kl_weight", -1.0, "config.stage2"),
+    ("stage1.text", "/no/such/text.txt", "config.stage1.text"),
+    ("stage1.text", "text.csv", "config.stage1.text"),
 ])
 def test_bad_config_fails_with_one_line_naming_the_field(files, field, value, message):
   c = _config(files)
