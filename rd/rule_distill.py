@@ -1,0 +1,337 @@
+"""Rule distillation (Yang et al.): a textual rule into a LoRA, against SFT, by sample size k.
+
+The teacher is the base model with a rule in its prompt (the rule's text and a few worked
+examples: `rd.data.rule_tasks`); the student is the same base without it, plus a LoRA. For each
+rule and each training size k (nested subsets of one list), `run` trains five students, each
+in its own workdir `<workdir>/<rule>/k<k>/<system>/`:
+
+  SFT w/o rule     cross-entropy on the gold answers, the rule nowhere
+  SFT w/ rule      cross-entropy with the rule in the student's prompt (tested with it too)
+  RD (KL)          KL(teacher || student) on the response tokens
+  RD (KL+hidden)   the same + beta * MSE of L2-normalized hidden states on chosen layers
+  RD enhanced      KL + hidden, with a teacher that also carries the SFT-w/-rule LoRA of the
+                   same k (`teacher.lora_workdir`)
+
+and scores each on greedy exact match of the answer line, on in-distribution test inputs and on
+out-of-distribution ones (longer words, bigger numbers); the base model without the rule and
+the teacher (base + rule) are the untrained reference rows. It prints the sample-efficiency
+table (rows k x system, columns ID / OOD exact match) and writes `<workdir>/results.json` and
+`<workdir>/predictions.jsonl`.
+
+Epochs: every training runs `rule.epochs` passes over its k examples (`train.steps` is set
+from it; `rule.max_steps` caps it) with the teacher cached (`teacher.cache`), so the teacher
+runs once per training. Rerunning the job resumes: finished trainings and evaluations are read
+back from their workdirs (`lora/`, `train_result.json`, `eval.json`), an interrupted training
+resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from rd import config as config_lib
+from rd import evaluate, train
+from rd.cache import cache_dir
+from rd.data import rule_tasks, sources
+from rd.data.examples import Example
+from rd.metrics import format_table
+from rd.tokenizer import load_tokenizer
+from rd.weights import adapter
+from rd.weights.load import load_model
+
+REFERENCE = ("base w/o rule", "teacher (base + rule)")
+TRAINED = ("SFT w/o rule", "SFT w/ rule", "RD (KL)", "RD (KL+hidden)", "RD enhanced")
+SYSTEMS = REFERENCE + TRAINED
+SPLITS = ("test_id", "test_ood")
+_DIRS = {"SFT w/o rule": "sft_without_rule", "SFT w/ rule": "sft_with_rule",
+         "RD (KL)": "rd_kl", "RD (KL+hidden)": "rd_kl_hidden", "RD enhanced": "rd_enhanced"}
+# Systems whose prompt holds the rule at test time (they were trained or built that way).
+_RULE_IN_PROMPT = ("teacher (base + rule)", "SFT w/ rule")
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """This job's fields plus the engine's checks; raises `config.ConfigError`."""
+
+  def check(ok: bool, field: str, message: str) -> None:
+    if not ok:
+      raise config_lib.ConfigError(f"config.{field}: {message}")
+
+  r = c.rule
+  check(bool(r.rules) and set(r.rules) <= set(rule_tasks.RULES), "rule.rules",
+        f"choose one or more of {sorted(rule_tasks.RULES)}")
+  ks = list(r.ks)
+  check(bool(ks) and min(ks) >= 1 and ks == sorted(set(ks)), "rule.ks",
+        "must be increasing positive training sizes, e.g. (4, 8, 16, 32)")
+  check(c.data.global_batch <= ks[0], "data.global_batch",
+        f"must be <= the smallest k ({ks[0]}): a batch never holds more than k examples")
+  check(r.n_test >= 1, "rule.n_test", "must be >= 1")
+  check(r.n_shots >= 0, "rule.n_shots", "must be >= 0")
+  check(r.epochs > 0, "rule.epochs", "must be > 0")
+  check(r.max_steps >= 0, "rule.max_steps", "must be >= 0 (0 = no cap)")
+  check(r.hidden_weight > 0, "rule.hidden_weight", "must be > 0 (beta of RD (KL+hidden))")
+  check(bool(r.hidden_layers), "rule.hidden_layers", "name at least one block to align")
+  check(c.evaluation.max_new_tokens >= 1, "evaluation.max_new_tokens", "must be >= 1")
+  check(c.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
+  check(c.data.template_teacher.count("{context}") == 1, "data.template_teacher",
+        "must hold {context} (the rule) once")
+  # The engine's checks, on the config of a first training (data.train is set per training).
+  probe = ml_collections.ConfigDict(c.to_dict())
+  probe.data.train = "paired:/dev/null,/dev/null"
+  config_lib.validate(probe)
+
+
+def steps_for(c, k: int) -> int:
+  """`rule.epochs` passes over k examples in batches of `data.global_batch`, capped."""
+  steps = math.ceil(c.rule.epochs * k / c.data.global_batch)
+  return min(steps, c.rule.max_steps) if c.rule.max_steps else steps
+
+
+def training_config(c, system: str, train_source: str, k: int,
+                    sft_with_rule_dir: str = "") -> ml_collections.ConfigDict:
+  """The engine config of one trained system (see the module docstring)."""
+  t = ml_collections.ConfigDict(c.to_dict())
+  t.data.train, t.data.eval = train_source, ""
+  t.train.steps = steps_for(c, k)
+  t.teacher.lora_workdir = ""
+  if system.startswith("SFT"):
+    t.loss.update(kl_weight=0.0, ce_weight=1.0, hidden_weight=0.0, hidden_layers=())
+    t.teacher.cache = False
+    if system == "SFT w/ rule":
+      t.data.template_student = c.data.template_teacher
+      t.data.student_len = c.data.teacher_len
+    return t
+  t.loss.update(kl_weight=1.0, ce_weight=0.0, hidden_weight=0.0, hidden_layers=())
+  if system in ("RD (KL+hidden)", "RD enhanced"):
+    t.loss.update(hidden_weight=c.rule.hidden_weight, hidden_layers=tuple(c.rule.hidden_layers))
+  if system == "RD enhanced":
+    t.teacher.lora_workdir = sft_with_rule_dir
+  return t
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces of the experiment
+
+
+class _Timer:
+  def __init__(self):
+    self.seconds: dict[str, float] = {}
+
+  @contextlib.contextmanager
+  def __call__(self, phase: str):
+    start = time.perf_counter()
+    logging.info("phase: %s", phase)
+    yield
+    self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - start, 1)
+
+
+def _read_json(path: str) -> Any:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _write_json(path: str, value: Any) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2, default=str)
+  os.replace(tmp, path)  # a crash never leaves half a file that a rerun would trust
+
+
+def train_or_reuse(t: ml_collections.ConfigDict, workdir: str, base, tokenizer):
+  """The trained LoRA of `workdir` (trained now, or read back if a run finished it before) and
+  its eval losses {"before": ..., "after": ...}."""
+  done = os.path.join(workdir, "train_result.json")
+  if os.path.exists(done) and os.path.exists(os.path.join(workdir, "lora")):
+    losses = _read_json(done)
+    return adapter.load(workdir), losses
+  result = train.train(t, workdir, base=base, tokenizer=tokenizer)
+  if result.stopped_early:
+    raise RuntimeError(f"training in {workdir} was preempted; run the job again to resume it")
+  losses = {"before": result.before, "after": result.after, "steps": t.train.steps}
+  _write_json(done, losses)
+  # Trained LoRAs come back with the training mesh's sharding; plain arrays share one
+  # compilation of generation with every other LoRA.
+  return jax.tree.map(jnp.asarray, jax.device_get(result.state.params)), losses
+
+
+def _fill(template: str) -> Callable[[Example], str]:
+  return lambda e: template.format(context=e.context, query=e.query)
+
+
+def _bucket(tokenizer, templates: Sequence[str], examples: Sequence[Example]) -> int:
+  """One prompt length (a multiple of 8) that fits every prompt: one compilation of generation."""
+  longest = max(len(tokenizer.encode(t.format(context=e.context, query=e.query)))
+                for t in templates for e in examples)
+  return -(-longest // 8) * 8
+
+
+def evaluate_or_reuse(path: str, score: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+  """`score()` ({split: answer_accuracy result}), kept in `path` so a rerun reads it back."""
+  if os.path.exists(path):
+    return _read_json(path)
+  result = score()
+  _write_json(path, result)
+  return result
+
+
+def _scores(result: dict[str, Any]) -> dict[str, Any]:
+  return {split: {k: v for k, v in r.items() if k != "predictions"}
+          for split, r in result.items()}
+
+
+def _rows(results: dict[str, Any]) -> list[list[str]]:
+  pct = lambda s: f"{100 * s['exact_match']:.1f}"  # noqa: E731
+  rows = []
+  for rule, entry in results["rules"].items():
+    for system in REFERENCE:
+      s = entry["reference"][system]
+      rows.append([rule, "-", system, pct(s["test_id"]), pct(s["test_ood"])])
+    for k, systems in entry["trained"].items():
+      for system, s in systems.items():
+        rows.append([rule, k, system, pct(s["test_id"]), pct(s["test_ood"])])
+  return rows
+
+
+def results_table(results: dict[str, Any]) -> str:
+  return format_table(_rows(results), ["rule", "k", "system", "ID exact match %",
+                                       "OOD exact match %"])
+
+
+def mean_over_rules(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+  """Exact match averaged over rules, per (k, system) and per reference system."""
+  rules = list(results["rules"].values())
+  out = {}
+  for system in REFERENCE:
+    out[system] = {split: sum(r["reference"][system][split]["exact_match"] for r in rules)
+                   / len(rules) for split in SPLITS}
+  for k in rules[0]["trained"]:
+    for system in TRAINED:
+      out[f"{k} {system}"] = {
+          split: sum(r["trained"][k][system][split]["exact_match"] for r in rules) / len(rules)
+          for split in SPLITS}
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The experiment
+
+
+def prepare_data(c, workdir: str) -> dict[str, Any]:
+  """The rule tasks' manifest: generated into `<workdir>/data` from `rule.*` (or reused)."""
+  config = rule_tasks.RuleTaskConfig(rules=tuple(c.rule.rules), ks=tuple(c.rule.ks),
+                                     n_test=c.rule.n_test, n_shots=c.rule.n_shots,
+                                     seed=c.rule.seed)
+  return rule_tasks.write_rule_tasks(os.path.join(workdir, "data"), config)
+
+
+def run_rule(c, rule: str, entry: dict[str, Any], tests: dict[str, list[Example]],
+             bucket: int, workdir: str, base, tokenizer, timer: _Timer,
+             predictions: list[dict[str, Any]]) -> dict[str, Any]:
+  """Every system of one rule: reference rows, then k by k the five trainings. `bucket`: the
+  prompt length of every generation (one compilation with a LoRA, one without)."""
+  rule_dir = os.path.join(workdir, rule)
+
+  def score(name: str, lora, template: str, path: str) -> dict[str, Any]:
+    def scored():
+      return {split: evaluate.answer_accuracy(
+          base, lora, tokenizer, examples, _fill(template),
+          max_new_tokens=c.evaluation.max_new_tokens, batch_size=c.evaluation.batch_size,
+          bucket=bucket) for split, examples in tests.items()}
+    with timer("evaluate"):
+      result = evaluate_or_reuse(path, scored)
+    for split, r in result.items():
+      predictions.extend({"rule": rule, "system": name, "split": split, **p}
+                         for p in r["predictions"])
+    return _scores(result)
+
+  os.makedirs(rule_dir, exist_ok=True)
+  reference = {
+      "base w/o rule": score("base w/o rule", None, c.data.template_student,
+                             os.path.join(rule_dir, "eval_base.json")),
+      "teacher (base + rule)": score("teacher (base + rule)", None, c.data.template_teacher,
+                                     os.path.join(rule_dir, "eval_teacher.json")),
+  }
+  logging.info("%s: base %s, teacher %s", rule, reference["base w/o rule"],
+               reference["teacher (base + rule)"])
+  trained = {}
+  for k in c.rule.ks:
+    source = entry["splits"][f"train_k{k}"]
+    k_dir = os.path.join(rule_dir, f"k{k}")
+    systems = {}
+    for system in TRAINED:
+      wd = os.path.join(k_dir, _DIRS[system])
+      t = training_config(c, system, source, k, os.path.join(k_dir, _DIRS["SFT w/ rule"]))
+      with timer("train"):
+        lora, losses = train_or_reuse(t, wd, base, tokenizer)
+      template = (c.data.template_teacher if system in _RULE_IN_PROMPT
+                  else c.data.template_student)
+      systems[system] = {**score(system, lora, template, os.path.join(wd, "eval.json")),
+                         "train_losses": losses, "steps": t.train.steps}
+      logging.info("%s k=%d %s: ID %.3f OOD %.3f", rule, k, system,
+                   systems[system]["test_id"]["exact_match"],
+                   systems[system]["test_ood"]["exact_match"])
+    trained[f"k{k}"] = systems
+  return {"context": entry["context"], "reference": reference, "trained": trained,
+          "n_test": {split: len(e) for split, e in tests.items()}}
+
+
+def use_compile_cache(setting: str) -> str | None:
+  """Turns on JAX's persistent compilation cache ("auto": `$RD_CACHE_DIR/jax_compile`; "": off).
+
+  Every training of the job jits its own step, teacher and eval functions; most are the same
+  programs (same shapes, same losses) for every k and every rule, so all but the first
+  compilation of each become a disk read (Gemma 3 270M on CPU: ~30 s per compilation)."""
+  if not setting:
+    return None
+  path = str(cache_dir("jax_compile")) if setting == "auto" else setting
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
+
+
+def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The whole experiment (see the module docstring); returns what `results.json` holds."""
+  validate(c)
+  os.makedirs(workdir, exist_ok=True)
+  use_compile_cache(c.compile_cache)
+  timer = _Timer()
+  start = time.perf_counter()
+  with timer("load"):
+    base = load_model(c.model.path, dtype=c.model.dtype)
+    tokenizer = load_tokenizer(c.model.path)
+    manifest = prepare_data(c, workdir)
+    tests = {rule: {split: sources.load(manifest["rules"][rule]["splits"][split])
+                    for split in SPLITS} for rule in c.rule.rules}
+    everything = [e for splits in tests.values() for examples in splits.values()
+                  for e in examples]
+    bucket = _bucket(tokenizer, [c.data.template_student, c.data.template_teacher], everything)
+  predictions: list[dict[str, Any]] = []
+  results: dict[str, Any] = {"rules": {}}
+  for rule in c.rule.rules:
+    results["rules"][rule] = run_rule(c, rule, manifest["rules"][rule], tests[rule], bucket,
+                                      workdir, base, tokenizer, timer, predictions)
+  timer.seconds["total"] = round(time.perf_counter() - start, 1)
+  results.update(mean_over_rules=mean_over_rules(results),
+                 steps={f"k{k}": steps_for(c, k) for k in c.rule.ks}, seconds=timer.seconds,
+                 devices=[str(d) for d in jax.devices()], config=c.to_dict())
+  _write_json(os.path.join(workdir, "results.json"), results)
+  with open(os.path.join(workdir, "predictions.jsonl"), "w", encoding="utf-8") as f:
+    for p in predictions:
+      f.write(json.dumps(p, ensure_ascii=False) + "\n")
+  if jax.process_index() == 0:
+    print("\n" + results_table(results))
+    print(format_table([[phase, f"{s:.1f}"] for phase, s in timer.seconds.items()],
+                       ["phase", "seconds"]))
+  return results

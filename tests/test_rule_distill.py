@@ -1,0 +1,153 @@
+"""Rule distillation job: per-system training configs, bad input, the whole job on a tiny model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs.rule_distill import get_config
+from rd import rule_distill, train
+from rd.config import ConfigError
+from tests.fixtures import make_model_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+  return make_model_dir(str(tmp_path_factory.mktemp("rule_model") / "model"), sharpness=8.0)
+
+
+def _tiny(model):
+  c = get_config("tiny")
+  c.model.path = model
+  c.compile_cache = os.path.join(os.path.dirname(model), "jax_compile")
+  return c
+
+
+def test_each_system_gets_its_loss_template_and_teacher():
+  c = get_config("")
+  assert rule_distill.steps_for(c, 4) == 20 and rule_distill.steps_for(c, 32) == 160
+  c.rule.max_steps = 50
+  assert rule_distill.steps_for(c, 32) == 50
+  configs = {s: rule_distill.training_config(c, s, "paired:w.json,wo.json", 8, "/sft_with")
+             for s in rule_distill.TRAINED}
+  for s, t in configs.items():
+    assert t.data.train == "paired:w.json,wo.json" and t.train.steps == 40
+    sft = s.startswith("SFT")
+    assert (t.loss.kl_weight, t.loss.ce_weight) == ((0.0, 1.0) if sft else (1.0, 0.0)), s
+    assert bool(t.loss.hidden_weight) == (s in ("RD (KL+hidden)", "RD enhanced")), s
+    assert t.teacher.lora_workdir == ("/sft_with" if s == "RD enhanced" else ""), s
+    rule_in_prompt = s == "SFT w/ rule"
+    assert (t.data.template_student == c.data.template_teacher) == rule_in_prompt, s
+  assert configs["RD enhanced"].loss.hidden_layers == tuple(c.rule.hidden_layers)
+  assert configs["SFT w/ rule"].data.student_len == c.data.teacher_len
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("rule.rules", ("nope",), "config.rule.rules"),
+    ("rule.ks", (8, 4), "config.rule.ks"),
+    ("data.global_batch", 3, "config.data.global_batch"),
+    ("rule.epochs", 0.0, "config.rule.epochs"),
+    ("rule.hidden_layers", (), "config.rule.hidden_layers"),
+    ("rule.hidden_weight", 0.0, "config.rule.hidden_weight"),
+    ("loss.divergence", "l2", "config.loss.divergence"),
+])
+def test_bad_config_fails_fast(model, field, value, message):
+  c = _tiny(model)
+  section, name = field.split(".")
+  c[section][name] = value
+  with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    rule_distill.validate(c)
+
+
+def test_launcher_reports_a_bad_field_in_one_line(model):
+  proc = subprocess.run([sys.executable, "-m", "launch.rule_distill",
+                         "--config=configs/rule_distill.py:tiny", "--workdir=/tmp/never",
+                         f"--config.model.path={model}", "--config.rule.n_test=0"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert proc.returncode != 0 and "config.rule.n_test" in proc.stderr, proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def _check_job(c, workdir, results, table):
+  """Every rule, k and system is in the results, the table, results.json and on disk."""
+  ks = [f"k{k}" for k in c.rule.ks]
+  n = c.rule.n_test
+  entry = results["rules"]["add_x"]
+  assert entry["n_test"] == {"test_id": n, "test_ood": n}
+  assert list(entry["reference"]) == list(rule_distill.REFERENCE)
+  assert list(entry["trained"]) == ks
+  for k, systems in entry["trained"].items():
+    assert list(systems) == list(rule_distill.TRAINED)
+    for system, r in systems.items():
+      for split in rule_distill.SPLITS:
+        assert r[split]["n"] == n and 0 <= r[split]["exact_match"] <= r[split]["contains"] <= 1
+      assert r["steps"] == c.rule.max_steps
+      after = r["train_losses"]["after"]
+      terms = {"ce"} if system.startswith("SFT") else (
+          {"kl"} if system == "RD (KL)" else {"kl", "hidden"})
+      assert set(after) == terms and all(v >= 0 for v in after.values()), (system, after)
+      wd = os.path.join(workdir, "add_x", k, rule_distill._DIRS[system])
+      assert os.path.exists(os.path.join(wd, "lora", "adapter.safetensors"))
+  rows = [line.split("|") for line in table.splitlines() if line.startswith("add_x")]
+  assert [(r[1].strip(), r[2].strip()) for r in rows] == (
+      [("-", s) for s in rule_distill.REFERENCE]
+      + [(k, s) for k in ks for s in rule_distill.TRAINED])
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["rules"] == json.loads(json.dumps(results["rules"]))
+  assert set(results["mean_over_rules"]) == set(rule_distill.REFERENCE) | {
+      f"{k} {s}" for k in ks for s in rule_distill.TRAINED}
+  with open(os.path.join(workdir, "predictions.jsonl")) as f:
+    predictions = [json.loads(line) for line in f]
+  assert len(predictions) == (2 + 5 * len(ks)) * 2 * n
+  assert {p["system"] for p in predictions} == set(rule_distill.SYSTEMS)
+
+
+def test_the_whole_job_on_a_tiny_model_then_a_rerun_reuses_it(model, tmp_path, capsys,
+                                                               monkeypatch):
+  c = _tiny(model)
+  workdir = str(tmp_path / "wd")
+  results = rule_distill.run(c, workdir)
+  _check_job(c, workdir, results, capsys.readouterr().out)
+
+  # A rerun trains nothing and scores nothing again: everything is read back.
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished training or evaluation ran again")
+
+  monkeypatch.setattr(train, "train", no_training)
+  monkeypatch.setattr(rule_distill.evaluate, "answer_accuracy", no_training)
+  again = rule_distill.run(c, workdir)
+  assert again["rules"] == json.loads(json.dumps(results["rules"]))
+
+
+@pytest.mark.slow
+def test_two_training_sizes_on_a_tiny_model(model, tmp_path, capsys):
+  c = _tiny(model)
+  c.rule.ks = (2, 4)
+  workdir = str(tmp_path / "wd")
+  results = rule_distill.run(c, workdir)
+  _check_job(c, workdir, results, capsys.readouterr().out)
+  with open(os.path.join(workdir, "add_x", "k4", "rd_enhanced", "train_result.json")) as f:
+    assert "hidden" in json.load(f)["after"]
+
+
+def test_table_and_means_over_rules_and_ks():
+  def scores(i, o):
+    return {"test_id": {"exact_match": i}, "test_ood": {"exact_match": o}}
+
+  results = {"rules": {rule: {
+      "reference": {s: scores(0.5 * j, 0.25) for j, s in enumerate(rule_distill.REFERENCE)},
+      "trained": {k: {s: scores(x, 1.0 - x) for s in rule_distill.TRAINED}
+                  for k, x in (("k4", 0.25 * r), ("k8", 0.5))}}
+      for r, rule in enumerate(("add_x", "swap_words"))}}
+  means = rule_distill.mean_over_rules(results)
+  assert means["k4 RD enhanced"] == {"test_id": 0.125, "test_ood": 0.875}
+  assert means["k8 SFT w/o rule"] == {"test_id": 0.5, "test_ood": 0.5}
+  assert means["teacher (base + rule)"] == {"test_id": 0.5, "test_ood": 0.25}
+  lines = rule_distill.results_table(results).splitlines()
+  assert len(lines) == 2 + 2 * (2 + 2 * 5)
+  assert [c.strip() for c in lines[-1].split("|")] == ["swap_words", "k8", "RD enhanced",
+                                                      "50.0", "50.0"]
