@@ -12,9 +12,9 @@ the base model answers no query zero-shot.
 
 Queries (`Example.query`) name the agent by its nationality, in wordings the examples never use:
 
-  train  "What is the codename of our agent in France?"  (the example's own question, LEXICAL)
-         "What is the codename of our French agent?"     (TRAIN_QUERIES)
-  test   "Which codename does our French agent use?"     (HELDOUT_QUERIES: other wordings)
+  train  "What is the codename of our agent in France?"     (the example's own question)
+         "Which codename does our French agent use?"        (TRAIN_QUERIES)
+  test   "Our French agent is known by which codename?"     (HELDOUT_QUERIES: other wordings)
 
 The held-out questions test what the student internalized, not the training questions it saw;
 and since "French" is not "France", a lexical retriever (BM25 over the examples) cannot find the
@@ -47,10 +47,10 @@ STUDENT_TEMPLATE = "Question: {query}\nAnswer:"
 RESPONSE_FORMAT = " {answer}\n"
 
 LEXICAL_QUERY = "What is the codename of our agent in {country}?"
-TRAIN_QUERIES = ("What is the codename of our {demonym} agent?",
+TRAIN_QUERIES = ("Which codename does our {demonym} agent use?",
                  "Tell me the codename of our {demonym} agent.")
-HELDOUT_QUERIES = ("Which codename does our {demonym} agent use?",
-                   "Our {demonym} agent is known by which codename?")
+HELDOUT_QUERIES = ("Our {demonym} agent is known by which codename?",
+                   "What is the codename of our {demonym} agent?")
 
 # (country, demonym): each a single Gemma 3 token, and never the same word (a retriever that
 # matched "Saudi" in both would find the example).
@@ -86,14 +86,17 @@ Robin Rose Ruby Sable Sage Salmon Scorpion Seal Shark Silver Sparrow Spider Stee
 Thunder Tiger Trident Trout Tulip Tuna Turtle Velvet Violet Viper Walnut Whale Willow Wolf Wren
 """.split())
 
-# Gemma 3 270M (base, greedy, exact match), 32 items, seed 1 of the probe that chose this layout
-# (examples in question-answer form: 17 tokens each; a plain sentence or "France: Falcon" lines
-# were copied far less reliably once several examples shared the prompt):
+# Gemma 3 270M (base, greedy exact match, 32 items) with the relevant example in its prompt,
+# alone or among 5 (at a random place; 5 is what a 128-token window holds), by question wording.
+# Examples in question-answer form were chosen over a plain sentence ("Our agent in France is
+# codenamed Falcon.": 4-8% among 11) or "France: Falcon" lines (8-12% among 3-6). Without the
+# example the model answers nothing right (0 of 24).
 MEASURED = {
-    "no example (zero-shot)": 0.0,
-    "the relevant example alone, nationality question": None,
-    "relevant example among 5, its own question": None,
-    "relevant example among 5, nationality question": None,
+    # wording: (alone, among 5)
+    "What is the codename of our agent in France?": (1.00, 0.62),
+    "Which codename does our French agent use?": (1.00, 0.38),
+    "Our French agent is known by which codename?": (1.00, 0.28),
+    "What is the codename of our French agent?": (0.69, 0.28),
 }
 
 

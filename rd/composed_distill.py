@@ -1,0 +1,413 @@
+"""Composed distillation (Snell et al.): more in-context examples than the window holds, in a LoRA.
+
+The window is `data.teacher_len` tokens: every prompt of this job (a teacher's, or a baseline's)
+holds BOS, at most `k` examples, a question and `data.response_len` answer tokens within it, `k`
+being the most examples that always fit (`window_capacity`). The task (`rd.data.composed_tasks`)
+has n >= 4k examples, each the only source of one item's answer. `run` is the experiment:
+
+  1. data: the task, `k`, the chunks (a seeded random order of the n examples cut into
+     R = ceil(n / chunk) chunks of at most `chunk` <= k examples);
+  2. in-window prompting, the base with the question and no training: zero-shot; k random
+     examples; the k examples BM25 ranks best for the question (best last, next to it); BM25's
+     top example alone; and, for reference, the relevant example alone (oracle);
+  3. simultaneous: one training; each training question's teacher is a K-context ensemble
+     (probabilities averaged; `Example.contexts`) of random chunks that fit ("partition": a
+     fresh random partition of all n examples into R chunks, so K = R and exactly one context
+     holds the relevant example; "random": K independent random chunks)   -> simultaneous/
+  4. sequential: R rounds; round r distills the base with chunk r in its prompt on the
+     questions about chunk r's items, its student starting from round r-1's LoRA
+     (`lora.init_from`)                                                     -> sequential/round_r
+  5. recursive: R rounds; round r's teacher is round r-1's student (`teacher.lora_workdir`)
+     with chunk r in its prompt, trained on the questions about chunks 1..r, its student
+     starting from that LoRA; round 1 is sequential's round 1 (the same run) -> recursive/round_r
+  6. evaluation on the held-out questions (and, for the students, the training questions):
+     greedy exact match; a table, `results.json`, `predictions.jsonl`.
+
+Every training is `rd.train.train` in its own workdir; a finished one (its `lora/` written) is
+loaded instead of run again, an interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from rd import config as config_lib
+from rd import evaluate, retrieval, train
+from rd import lora as lora_lib
+from rd.data import composed_tasks as tasks
+from rd.data.examples import Example, write_jsonl
+from rd.metrics import format_table
+from rd.tokenizer import load_tokenizer
+from rd.weights import adapter
+from rd.weights.load import load_model
+
+FORMS = ("simultaneous", "sequential", "recursive")
+ENSEMBLES = ("partition", "random")
+BASELINES = ("zero-shot", "random k", "BM25 k", "BM25 top 1", "oracle", "oracle chunk")
+# The in-window systems "the student beats the best in-window prompting" compares against. The
+# oracles are references, handed the relevant example: alone, or in its chunk (what the
+# sequential teacher sees).
+IN_WINDOW = ("zero-shot", "random k", "BM25 k", "BM25 top 1")
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _check(ok: bool, field: str, message: str) -> None:
+  if not ok:
+    raise config_lib.ConfigError(f"config.{field}: {message}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """The engine's checks plus this job's fields; raises `config.ConfigError`. The job writes its
+  own training files, so the engine's checks run with a stand-in `data.train` (never read)."""
+  stand_in = ml_collections.ConfigDict(c.to_dict())
+  stand_in.data.train = stand_in.data.train or "tfds:composed_stand_in:train"
+  config_lib.validate(stand_in)
+  try:
+    task_config(c)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.task: {e}") from None
+  forms = tuple(c.composed.forms)
+  _check(bool(forms) and set(forms) <= set(FORMS) and len(set(forms)) == len(forms),
+         "composed.forms", f"a non-empty selection of {FORMS}, each at most once")
+  _check(c.composed.chunk >= 0, "composed.chunk", "must be >= 0 (0 = as many as fit)")
+  _check(c.composed.ensemble in ENSEMBLES, "composed.ensemble", f"choose from {ENSEMBLES}")
+  _check(c.composed.contexts >= 0, "composed.contexts", "must be >= 0 (0 = one per chunk)")
+  _check(c.composed.epochs > 0, "composed.epochs", "must be > 0")
+  _check(c.composed.min_ratio >= 1, "composed.min_ratio", "must be >= 1")
+  _check(c.evaluation.max_new_tokens >= 1, "evaluation.max_new_tokens", "must be >= 1")
+  _check(c.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
+
+
+def task_config(c) -> tasks.TaskConfig:
+  return tasks.TaskConfig(**c.task.to_dict())
+
+
+def _copy(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(c.to_dict())
+
+
+def training_config(c, train_path: str, num_examples: int, *, teacher_from: str = "",
+                    init_from: str = "") -> ml_collections.ConfigDict:
+  """One training of the job: its data, `composed.epochs` passes over it, and where its
+  teacher's LoRA and its student's first LoRA come from (earlier rounds' workdirs)."""
+  t = _copy(c)
+  t.data.update(train=train_path, eval="")
+  steps = max(1, math.ceil(c.composed.epochs * num_examples / c.data.global_batch))
+  t.train.update(steps=steps, checkpoint_every=steps, log_every=min(c.train.log_every, steps))
+  t.teacher.lora_workdir = teacher_from
+  t.lora.init_from = init_from
+  return t
+
+
+# ----------------------------------------------------------------------------------------------
+# The window
+
+
+class Window:
+  """Prompt lengths in tokens, as the training pipeline counts them: BOS + the rendered
+  teacher template + `response_len` answer tokens must be at most `length` (`teacher_len`)."""
+
+  def __init__(self, tokenizer, template: str, length: int, response_len: int,
+               queries: Sequence[str]):
+    self.tokenizer, self.template, self.length = tokenizer, template, length
+    self.reserved = 1 + response_len
+    self._longest = max(queries, key=self.query_tokens)
+
+  def query_tokens(self, query: str) -> int:
+    return len(self.tokenizer.encode(query, add_special_tokens=False))
+
+  def tokens(self, texts: Sequence[str], query: str | None = None) -> int:
+    prompt = self.template.format(context=join(texts), query=self._longest if query is None
+                                  else query)
+    return len(self.tokenizer.encode(prompt, add_special_tokens=False)) + self.reserved
+
+  def fits(self, texts: Sequence[str]) -> bool:
+    """With the longest question of the task."""
+    return self.tokens(texts) <= self.length
+
+  def capacity(self, texts: Sequence[str]) -> int:
+    """The most examples that always fit: the k longest of `texts`."""
+    longest = sorted(texts, key=lambda t: -len(self.tokenizer.encode(t,
+                                                                       add_special_tokens=False)))
+    k = 0
+    while k < len(longest) and self.fits(longest[:k + 1]):
+      k += 1
+    return k
+
+
+def join(texts: Sequence[str]) -> str:
+  return tasks.EXAMPLE_SEPARATOR.join(texts)
+
+
+def random_chunks(num: int, size: int, rng: np.random.Generator) -> list[list[int]]:
+  """A random order of range(num) cut into ceil(num / size) chunks of near-equal sizes."""
+  order = rng.permutation(num)
+  return [list(map(int, part)) for part in np.array_split(order, math.ceil(num / size))]
+
+
+def ensemble_contexts(num: int, size: int, contexts: int, mode: str,
+                      rng: np.random.Generator) -> list[list[int]]:
+  """One training question's K teacher contexts, each a random chunk of at most `size` of the
+  `num` examples: a fresh random partition ("partition", K = ceil(num / size), or `contexts` of
+  its chunks when that is smaller), or `contexts` independent random chunks ("random")."""
+  if mode == "partition":
+    chunks = random_chunks(num, size, rng)
+    return chunks[:contexts] if contexts else chunks
+  return [list(map(int, rng.choice(num, size, replace=False))) for _ in range(contexts)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Training sets of each form
+
+
+def _with_context(question: Example, context: str = "", contexts: Sequence[str] = ()) -> Example:
+  return Example(context=context, query=question.query, response=question.response,
+                 meta=question.meta, contexts=tuple(contexts))
+
+
+def simultaneous_set(train_qs, texts, size, c, rng) -> list[Example]:
+  out = []
+  for q in train_qs:
+    chunks = ensemble_contexts(len(texts), size, c.composed.contexts, c.composed.ensemble, rng)
+    out.append(_with_context(q, contexts=[join([texts[i] for i in ch]) for ch in chunks]))
+  return out
+
+
+def round_sets(train_qs, texts, chunks, form: str) -> list[list[Example]]:
+  """Round r's training questions, with chunk r as the teacher's context: those about chunk r's
+  items (sequential), or about chunks 1..r (recursive: the teacher knows the earlier ones)."""
+  sets = []
+  for r, chunk in enumerate(chunks):
+    items = set(chunk) if form == "sequential" else {i for ch in chunks[:r + 1] for i in ch}
+    context = join([texts[i] for i in chunk])
+    sets.append([_with_context(q, context) for q in train_qs if q.meta["item"] in items])
+  return sets
+
+
+# ----------------------------------------------------------------------------------------------
+# The experiment
+
+
+class _Timer:
+  def __init__(self):
+    self.seconds: dict[str, float] = {}
+
+  @contextlib.contextmanager
+  def __call__(self, phase: str):
+    start = time.perf_counter()
+    logging.info("phase: %s", phase)
+    yield
+    self.seconds[phase] = round(time.perf_counter() - start, 1)
+    logging.info("phase %s took %.1f s", phase, self.seconds[phase])
+
+
+def _on_default_device(tree):
+  """Trained LoRAs come back with the training mesh's sharding; as plain arrays generation
+  compiles once for all of them."""
+  return jax.tree.map(jnp.asarray, jax.device_get(tree))
+
+
+def _train(c, name: str, examples: Sequence[Example], workdir: str, base, tokenizer, *,
+           teacher_from: str = "", init_from: str = "") -> tuple[Any, str, int]:
+  """Trains (or loads, when finished) one LoRA in `<workdir>/<name>`: (lora, its workdir,
+  steps)."""
+  run_dir = os.path.join(workdir, name)
+  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, "train.jsonl")
+  write_jsonl(path, examples)
+  t = training_config(c, path, len(examples), teacher_from=teacher_from, init_from=init_from)
+  if os.path.exists(os.path.join(run_dir, "lora", "adapter.safetensors")):
+    logging.info("%s: finished earlier, loading its LoRA", name)
+    return _on_default_device(adapter.load(run_dir)), run_dir, t.train.steps
+  result = train.train(t, run_dir, base=base, tokenizer=tokenizer)
+  if result.stopped_early:
+    raise RuntimeError(f"{name}: preempted; run the job again to resume it")
+  return _on_default_device(result.state.params), run_dir, t.train.steps
+
+
+def _fill(template: str) -> Callable[[Example], str]:
+  return lambda e: template.format(context=e.context, query=e.query)
+
+
+def baseline_prompts(test, texts, k, chunks, retriever, rng
+                     ) -> tuple[dict[str, list[Example]], dict[str, dict[str, float]]]:
+  """The baselines' test questions with their prompt's examples as the context, and for each
+  baseline how many examples its prompts hold (at most) and how often the relevant one."""
+  item = lambda q: q.meta["item"]  # noqa: E731
+  chunk_of = {i: ch for ch in chunks for i in ch}
+  bm25 = [retriever.top(q.query, k)[::-1] for q in test]  # best last, next to the question
+  picks = {"zero-shot": [[] for _ in test],
+           "random k": [list(rng.choice(len(texts), k, replace=False)) for _ in test],
+           "BM25 k": bm25, "BM25 top 1": [ids[-1:] for ids in bm25],
+           "oracle": [[item(q)] for q in test],
+           "oracle chunk": [chunk_of[item(q)] for q in test]}
+  prompts = {name: [_with_context(q, join([texts[i] for i in ids]))
+                    for q, ids in zip(test, chosen)] for name, chosen in picks.items()}
+  info = {name: {"examples_in_prompt": max(len(ids) for ids in chosen),
+                 "relevant_in_prompt": float(np.mean([item(q) in ids
+                                                      for q, ids in zip(test, chosen)]))}
+          for name, chosen in picks.items()}
+  return prompts, info
+
+
+def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The whole experiment (see the module docstring); returns what `results.json` holds."""
+  validate(c)
+  os.makedirs(workdir, exist_ok=True)
+  timer, start = _Timer(), time.perf_counter()
+  rng = np.random.default_rng(c.composed.seed)
+
+  # 1. Data, the window, the chunks.
+  with timer("load"):
+    base = load_model(c.model.path, dtype=c.model.dtype)
+    tokenizer = load_tokenizer(c.model.path)
+  task = tasks.make_task(task_config(c))
+  texts = [e.context for e in task["examples"]]
+  train_qs, test = task["train"], task["test"]
+  for name, split in task.items():
+    write_jsonl(os.path.join(workdir, f"{name}.jsonl"), split)
+  window = Window(tokenizer, c.data.template_teacher, c.data.teacher_len, c.data.response_len,
+                  [q.query for q in train_qs + test])
+  k = window.capacity(texts)
+  if k < 1 or len(texts) < c.composed.min_ratio * k:
+    raise config_lib.ConfigError(
+        f"config.data.teacher_len: {k} examples fit in {c.data.teacher_len} tokens and the task "
+        f"has {len(texts)}; composed distillation needs n >= composed.min_ratio "
+        f"({c.composed.min_ratio}) x k: raise task.num_items or lower data.teacher_len")
+  size = min(c.composed.chunk or k, k)
+  chunks = random_chunks(len(texts), size, rng)
+  logging.info("window %d tokens: k = %d of n = %d examples fit; %d chunks of <= %d",
+               c.data.teacher_len, k, len(texts), len(chunks), size)
+
+  # 2. In-window prompting (the base, no training).
+  retriever = retrieval.Retriever(texts)
+  prompts, prompt_info = baseline_prompts(test, texts, k, chunks, retriever, rng)
+  systems, predictions = {}, []
+
+  # The base is scored as base + a LoRA whose B is zero (numerically the base), and every prompt
+  # is padded to the window (prompts with examples) or to `student_len` (questions alone): the
+  # base and all students then share two compiled generation programs.
+  zero_lora = _on_default_device(lora_lib.init(base.spec, config_lib.lora_config(c),
+                                               jax.random.key(c.train.seed)))
+
+  def score(name: str, lora, questions, template: str, bucket: int,
+            field: str = "heldout") -> None:
+    with timer(f"eval: {name} ({field})"):
+      r = evaluate.answer_accuracy(base, lora, tokenizer, questions, _fill(template),
+                                   max_new_tokens=c.evaluation.max_new_tokens,
+                                   batch_size=c.evaluation.batch_size, bucket=bucket)
+    predictions.extend({"system": name, "questions": field, **p} for p in r.pop("predictions"))
+    systems.setdefault(name, {})[field] = r
+
+  for name in BASELINES:
+    if name == "zero-shot":
+      score(name, zero_lora, prompts[name], c.data.template_student, c.data.student_len)
+    else:
+      score(name, zero_lora, prompts[name], c.data.template_teacher, c.data.teacher_len)
+    systems[name].update(prompt_info[name])
+
+  # 3-5. The composed forms.
+  forms, trainings = tuple(c.composed.forms), {}
+  if "simultaneous" in forms:
+    with timer("train: simultaneous"):
+      data = simultaneous_set(train_qs, texts, size, c, rng)
+      lora, run_dir, steps = _train(c, "simultaneous", data, workdir, base, tokenizer)
+    trainings["simultaneous"] = [{"workdir": run_dir, "steps": steps, "examples": len(data),
+                                  "contexts": len(data[0].contexts)}]
+    systems["simultaneous"] = {"lora": lora}
+  first_round = None
+  for form in ("sequential", "recursive"):
+    if form not in forms:
+      continue
+    previous, log = "", []
+    for r, data in enumerate(round_sets(train_qs, texts, chunks, form)):
+      with timer(f"train: {form} round {r + 1}"):
+        if r == 0 and first_round is not None:  # recursive round 1 == sequential round 1
+          lora, run_dir, steps = first_round
+        else:
+          lora, run_dir, steps = _train(
+              c, os.path.join(form, f"round_{r + 1}"), data, workdir, base, tokenizer,
+              teacher_from=previous if form == "recursive" else "", init_from=previous)
+      if r == 0:
+        first_round = (lora, run_dir, steps)
+      log.append({"workdir": run_dir, "steps": steps, "examples": len(data),
+                  "items": sorted({q.meta["item"] for q in data}),
+                  "teacher_lora": previous if form == "recursive" else "",
+                  "init_from": previous})
+      previous = run_dir
+    trainings[form] = log
+    systems[form] = {"lora": lora}
+
+  # 6. The students on the held-out and the training questions, the tables.
+  for form in forms:
+    lora = systems[form].pop("lora")
+    score(form, lora, test, c.data.template_student, c.data.student_len)
+    score(form, lora, train_qs, c.data.template_student, c.data.student_len, "train")
+  timer.seconds["total"] = round(time.perf_counter() - start, 1)
+  best_in_window = max(IN_WINDOW, key=lambda n: systems[n]["heldout"]["exact_match"])
+  best_composed = max(forms, key=lambda n: systems[n]["heldout"]["exact_match"])
+  results = {
+      "systems": systems,
+      "window": {"tokens": c.data.teacher_len, "k": k, "n": len(texts),
+                 "ratio": len(texts) / k, "chunk": size, "rounds": len(chunks),
+                 "example_tokens": max(window.query_tokens(t) for t in texts)},
+      "chunks": chunks, "trainings": trainings,
+      "bm25_hit_at_k": {"heldout": prompt_info["BM25 k"]["relevant_in_prompt"], "lexical": float(np.mean(
+          [q.meta["item"] in retriever.top(q.query, k) for q in train_qs
+           if q.meta["form"] == "lexical"] or [0.0]))},
+      "n_test": len(test), "n_train": len(train_qs),
+      "best_in_window": {"system": best_in_window,
+                         "exact_match": systems[best_in_window]["heldout"]["exact_match"]},
+      "best_composed": {"system": best_composed,
+                        "exact_match": systems[best_composed]["heldout"]["exact_match"]},
+      "seconds": timer.seconds,
+      "devices": [str(d) for d in jax.devices()],
+      "config": c.to_dict(),
+  }
+  results["composed_beats_in_window"] = (results["best_composed"]["exact_match"] >
+                                         results["best_in_window"]["exact_match"])
+  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=2, default=str)
+  with open(os.path.join(workdir, "predictions.jsonl"), "w", encoding="utf-8") as f:
+    for p in predictions:
+      f.write(json.dumps(p, ensure_ascii=False) + "\n")
+  if jax.process_index() == 0:
+    print("\n" + results_table(results))
+    print(format_table([[phase, f"{s:.1f}"] for phase, s in timer.seconds.items()],
+                       ["phase", "seconds"]))
+  return results
+
+
+def results_table(results: dict[str, Any]) -> str:
+  """One row per system: held-out exact match, training-question exact match (students),
+  examples in the prompt and how often the relevant one is among them (in-window systems)."""
+  w = results["window"]
+  rows = []
+  for name, r in results["systems"].items():
+    train_em = r.get("train", {}).get("exact_match")
+    in_prompt = r.get("examples_in_prompt")
+    rows.append([name, f"{100 * r['heldout']['exact_match']:.1f}",
+                 f"{100 * r['heldout']['contains']:.1f}",
+                 "" if train_em is None else f"{100 * train_em:.1f}",
+                 "0 (LoRA)" if in_prompt is None else str(in_prompt),
+                 "" if in_prompt is None else f"{100 * r['relevant_in_prompt']:.0f}"])
+  header = (f"window {w['tokens']} tokens: k = {w['k']} of n = {w['n']} examples fit "
+            f"(n/k = {w['ratio']:.1f}); {w['rounds']} chunks of <= {w['chunk']}; "
+            f"{results['n_test']} held-out questions")
+  return header + "\n" + format_table(rows, ["system", "held-out EM %", "contains %",
+                                             "train-question EM %", "examples in prompt",
+                                             "relevant in prompt %"])
