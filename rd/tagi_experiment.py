@@ -209,9 +209,10 @@ def segment_examples(texts: Sequence[str], words: tuple[int, int, int]) -> list[
 
 
 def _held_out(examples: list[Example], n: int) -> tuple[list[Example], list[Example]]:
-  """(train, eval): every k-th example held out, at most n of them, at least one."""
-  k = max(2, len(examples) // max(n, 1))
-  held = set(range(0, len(examples), k)[:n])
+  """(train, eval): evenly spaced examples held out, at most n and a fifth of them, at least
+  one."""
+  n_held = max(1, min(n, len(examples) // 5))
+  held = set(range(0, len(examples), len(examples) // n_held)[:n_held])
   return ([e for i, e in enumerate(examples) if i not in held],
           [e for i, e in enumerate(examples) if i in held])
 
