@@ -37,7 +37,9 @@ def get_config(arg: str = ""):
   c.lora.update(rank=8, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
   c.teacher.cache = True  # one teacher pass over the training inputs, reused every epoch
   c.optim.update(lr=2e-3, warmup_steps=2, end_lr_factor=0.1)
-  # Sized for CPU (about 20 minutes for three tasks on 2 cores): 3 epochs of 32 inputs.
+  # Sized for CPU: 3 epochs of 32 inputs. The three default tasks took 16 CPU-minutes (46 min
+  # wall on 2 cores shared with other jobs); mean exact match: student before 0, teacher 85.4,
+  # student after 75.0, SFT on teacher answers 68.8, SFT on gold 91.7 (%).
   c.train.update(steps=12, log_every=4, checkpoint_every=12)
   # Few-shot teacher exact match (launch/task_suite_eval.py, 16 inputs): 62.5 / 100 / 93.8 %.
   c.suite = dict(tasks=("uppercase_word", "ing_form", "positive_or_negative"), k=3,

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -47,12 +48,64 @@ def test_teacher_answers_replace_the_response_and_keep_the_gold():
   assert [e.meta["answer"] for e in out] == [e.meta["answer"] for e in examples]
 
 
-def test_the_whole_job_on_a_tiny_model(model, tmp_path, capsys):
+def test_the_job_calls_the_engine_with_each_training_s_data_and_losses(model, tmp_path,
+                                                                      monkeypatch, capsys):
+  """The job's own part, fast: `rd.train.train` is replaced by a stand-in that records its
+  configs and returns an untrained LoRA; generation and scoring run for real."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from rd import config as config_lib  # pylint: disable=import-outside-toplevel
+  from rd import lora as lora_lib  # pylint: disable=import-outside-toplevel
+  from rd.weights.load import load_model  # pylint: disable=import-outside-toplevel
+  calls = []
+  spec = load_model(model).spec
+
+  def fake_train(c, workdir, *, base, tokenizer):
+    calls.append((c, workdir))
+    params = lora_lib.init(spec, config_lib.lora_config(c), jax.random.key(0))
+    return types.SimpleNamespace(state=types.SimpleNamespace(params=params), before={"ce": 2.0},
+                                 after={"ce": 1.0}, stopped_early=False)
+
+  monkeypatch.setattr(idist.train, "train", fake_train)
   c = _tiny_config(model)
   workdir = str(tmp_path / "wd")
   results = idist.run(c, workdir)
-  table = capsys.readouterr().out
+  assert [os.path.basename(w) for _, w in calls] == list(idist.TRAININGS)
+  distill, sft_teacher, sft_gold = (t for t, _ in calls)
+  task_dir = os.path.join(workdir, "antonym")
+  assert distill.data.train == sft_teacher.data.train == os.path.join(task_dir,
+                                                                       "train_teacher.jsonl")
+  assert sft_gold.data.train == os.path.join(task_dir, "train_gold.jsonl")
+  assert {t.data.eval for t, _ in calls} == {os.path.join(task_dir, "test.jsonl")}
+  assert (distill.loss.kl_weight, distill.loss.ce_weight, distill.teacher.cache) == (1, 0, True)
+  for sft in (sft_teacher, sft_gold):
+    assert (sft.loss.kl_weight, sft.loss.ce_weight, sft.teacher.cache) == (0, 1, False)
+  # untrained LoRAs: every student answers like the base
+  r = results["tasks"]["antonym"]["systems"]
+  assert r["student after"] == r["SFT gold"] == r["student before"]
+  assert "student after" in capsys.readouterr().out
+  c.distill.responses = "gold"
+  calls.clear()
+  idist.run(c, str(tmp_path / "wd_gold"))
+  assert calls[0][0].data.train.endswith("train_gold.jsonl")
+
+
+@pytest.mark.slow  # ~70 s of CPU on 2 cores (three trainings' compilations)
+def test_the_whole_job_on_a_tiny_model(model, tmp_path):
+  """Through the launcher, in its own process: its persistent compilation cache (global JAX
+  state) lets the second SFT reuse the first one's programs, a third of the job's time."""
+  c = _tiny_config(model)
+  workdir = str(tmp_path / "wd")
+  proc = subprocess.run([sys.executable, "-m", "launch.instruction_distill",
+                         "--config=configs/instruction_distill.py:tiny", f"--workdir={workdir}",
+                         f"--config.model.path={model}",
+                         f"--compilation_cache={tmp_path / 'compiled'}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = proc.stdout
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
   assert list(results["tasks"]) == list(c.suite.tasks)
+  assert results["mean"].keys() == set(idist.SYSTEMS)
   for system in idist.SYSTEMS:
     assert system in table
     assert 0 <= results["mean"][system] <= 1
@@ -73,12 +126,11 @@ def test_the_whole_job_on_a_tiny_model(model, tmp_path, capsys):
       assert os.path.exists(os.path.join(workdir, name, kind, "lora", "adapter.safetensors"))
   before = results["tasks"]["antonym"]["systems"]["student before"]
   assert before["exact_match"] == 0.0  # a random model does not know antonyms
-  with open(os.path.join(workdir, "results.json")) as f:
-    assert json.load(f)["mean"].keys() == set(idist.SYSTEMS)
   with open(os.path.join(workdir, "predictions.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   assert len(rows) == len(c.suite.tasks) * len(idist.SYSTEMS) * c.suite.n_test
   assert {"task", "system", "query", "answer", "prediction", "exact_match"} <= rows[0].keys()
+  assert os.listdir(tmp_path / "compiled")  # the cache was used
 
 
 def test_bad_config_fails_fast(model):

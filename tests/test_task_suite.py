@@ -53,8 +53,9 @@ def test_answers_follow_the_rules():
   check = {
       "first_letter": lambda x, y: y == x[0],
       "reverse_list": lambda x, y: y.split(", ") == x.split(", ")[::-1],
-      "add_numbers": lambda x, y: int(y) == sum(int(v) for v in x.split(", ")),
-      "subtract_numbers": lambda x, y: int(y) == int(x.split(", ")[0]) - int(x.split(", ")[1]),
+      "sum_of_three": lambda x, y: int(y) == sum(int(v) for v in x.split(", ")),
+      "multiply_numbers": lambda x, y: int(y) == int(x.split(", ")[0]) * int(x.split(", ")[1]),
+      "add_hundred": lambda x, y: int(y) == int(x) + 100,
       "even_or_odd": lambda x, y: y == ("even" if int(x) % 2 == 0 else "odd"),
       "larger_number": lambda x, y: int(y) == max(int(v) for v in x.split(", ")),
       "word_to_number": lambda x, y: tw.number_word(int(y)) == x,

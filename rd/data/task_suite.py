@@ -23,7 +23,11 @@ on the seen tasks and is tested on the unseen ones; instruction internalization
 
 The task set was chosen so that Gemma 3 270M (base) does each task at least sometimes with the
 instruction and 3 worked examples in its prompt (greedy, 16 instances a task:
-`python -m launch.task_suite_eval`).
+`python -m launch.task_suite_eval`): 79 tasks, every one above 0 % (mean 65.6 % on the 56 seen,
+64.1 % on the 23 unseen tasks; lexical, formatting and lookup 88-100 %, arithmetic 34-38 %).
+Eight candidates at 0 % were dropped (first three / last two letters, reversing or
+beheading a word, counting words, adding two numbers, halving, subtracting two numbers).
+Yes/no tasks near 50 % are at chance.
 """
 
 from __future__ import annotations
@@ -115,12 +119,6 @@ def last_letter(rng):
   return w, w[-1]
 
 
-@_task("letters", "seen", "Write the first three letters of the word.")
-def first_three_letters(rng):
-  w = rng.choice([w for w in tw.WORDS if len(w) > 4])
-  return w, w[:3]
-
-
 @_task("letters", "seen", "Write the word in capital letters.")
 def uppercase_word(rng):
   w = rng.choice(tw.WORDS)
@@ -139,18 +137,6 @@ def repeat_word(rng):
   return w, f"{w} {w}"
 
 
-@_task("letters", "seen", "Write the word with the letters in reverse order.")
-def reverse_word(rng):
-  w = rng.choice([w for w in tw.WORDS if len(w) <= 5])
-  return w, w[::-1]
-
-
-@_task("letters", "seen", "Write the word without its first letter.")
-def drop_first_letter(rng):
-  w = rng.choice(tw.WORDS)
-  return w, w[1:]
-
-
 @_task("letters", "unseen", "Write the second letter of the word.")
 def second_letter(rng):
   w = rng.choice(tw.WORDS)
@@ -161,12 +147,6 @@ def second_letter(rng):
 def capitalize_word(rng):
   w = rng.choice(tw.WORDS)
   return w, w.capitalize()
-
-
-@_task("letters", "unseen", "Write the last two letters of the word.")
-def last_two_letters(rng):
-  w = rng.choice(tw.WORDS)
-  return w, w[-2:]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,12 +163,6 @@ def first_word(rng):
 def last_word(rng):
   ws = _words(rng, 3, 5)
   return _comma(ws), ws[-1]
-
-
-@_task("word_lists", "seen", "Count the words in the list and write the number.")
-def count_words(rng):
-  ws = _words(rng, 2, 6)
-  return _comma(ws), str(len(ws))
 
 
 @_task("word_lists", "seen", "Write the words of the list in reverse order, separated by commas.")
@@ -240,12 +214,6 @@ def drop_first_word(rng):
 # arithmetic: numbers in, a number out
 
 
-@_task("arithmetic", "seen", "Add the two numbers and write the sum.")
-def add_numbers(rng):
-  a, b = rng.randint(1, 50), rng.randint(1, 50)
-  return _comma((a, b)), str(a + b)
-
-
 @_task("arithmetic", "seen", "Multiply the two numbers and write the product.")
 def multiply_numbers(rng):
   a, b = rng.randint(2, 12), rng.randint(2, 12)
@@ -274,19 +242,6 @@ def double_number(rng):
 def sum_of_three(rng):
   xs = [rng.randint(1, 20) for _ in range(3)]
   return _comma(xs), str(sum(xs))
-
-
-@_task("arithmetic", "seen", "Write the number that is half of the given number.")
-def half_number(rng):
-  a = 2 * rng.randint(1, 200)
-  return str(a), str(a // 2)
-
-
-@_task("arithmetic", "unseen", "Subtract the second number from the first and write the result.")
-def subtract_numbers(rng):
-  a = rng.randint(10, 99)
-  b = rng.randint(1, a - 1)
-  return _comma((a, b)), str(a - b)
 
 
 @_task("arithmetic", "unseen", "Subtract one from the number.")
