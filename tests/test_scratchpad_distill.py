@@ -56,6 +56,7 @@ def test_char_tokenizer_round_trips_one_token_per_character():
   assert len(tok) == addition.model_config()["vocab_size"]
 
 
+@pytest.mark.slow  # five trainings and their compilations: ~1.5 min on an idle 2-core machine
 def test_job_runs_end_to_end(tmp_path):
   c = get_config("tiny")
   results = scratchpad_distill.run(c, str(tmp_path))
