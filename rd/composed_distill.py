@@ -30,6 +30,7 @@ loaded instead of run again, an interrupted one resumes from its checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -264,126 +265,139 @@ def baseline_prompts(test, texts, k, chunks, retriever, rng
   return prompts, info
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """The whole experiment (see the module docstring); returns what `results.json` holds."""
-  validate(c)
-  os.makedirs(workdir, exist_ok=True)
-  timer, start = _Timer(), time.perf_counter()
-  rng = np.random.default_rng(c.composed.seed)
+@dataclasses.dataclass
+class Plan:
+  """The task laid out for the window: n examples, k of which fit, and the chunks."""
+  examples: list[Example]
+  train: list[Example]
+  test: list[Example]
+  k: int
+  chunk: int
+  chunks: list[list[int]]
+  example_tokens: int
 
-  # 1. Data, the window, the chunks.
-  with timer("load"):
-    base = load_model(c.model.path, dtype=c.model.dtype)
-    tokenizer = load_tokenizer(c.model.path)
+  @property
+  def texts(self) -> list[str]:
+    return [e.context for e in self.examples]
+
+
+def make_plan(c, tokenizer, rng: np.random.Generator) -> Plan:
   task = tasks.make_task(task_config(c))
   texts = [e.context for e in task["examples"]]
-  train_qs, test = task["train"], task["test"]
-  for name, split in task.items():
-    write_jsonl(os.path.join(workdir, f"{name}.jsonl"), split)
   window = Window(tokenizer, c.data.template_teacher, c.data.teacher_len, c.data.response_len,
-                  [q.query for q in train_qs + test])
+                  [q.query for q in task["train"] + task["test"]])
   k = window.capacity(texts)
   if k < 1 or len(texts) < c.composed.min_ratio * k:
     raise config_lib.ConfigError(
         f"config.data.teacher_len: {k} examples fit in {c.data.teacher_len} tokens and the task "
         f"has {len(texts)}; composed distillation needs n >= composed.min_ratio "
         f"({c.composed.min_ratio}) x k: raise task.num_items or lower data.teacher_len")
-  size = min(c.composed.chunk or k, k)
-  chunks = random_chunks(len(texts), size, rng)
-  logging.info("window %d tokens: k = %d of n = %d examples fit; %d chunks of <= %d",
-               c.data.teacher_len, k, len(texts), len(chunks), size)
+  chunk = min(c.composed.chunk or k, k)
+  return Plan(task["examples"], task["train"], task["test"], k, chunk,
+              random_chunks(len(texts), chunk, rng),
+              max(window.query_tokens(t) for t in texts))
 
-  # 2. In-window prompting (the base, no training).
-  retriever = retrieval.Retriever(texts)
-  prompts, prompt_info = baseline_prompts(test, texts, k, chunks, retriever, rng)
-  systems, predictions = {}, []
 
-  # The base is scored as base + a LoRA whose B is zero (numerically the base), and every prompt
-  # is padded to the window (prompts with examples) or to `student_len` (questions alone): the
-  # base and all students then share two compiled generation programs.
-  zero_lora = _on_default_device(lora_lib.init(base.spec, config_lib.lora_config(c),
-                                               jax.random.key(c.train.seed)))
+class Scorer:
+  """Greedy exact match of the base + a LoRA on questions, collecting predictions.
 
-  def score(name: str, lora, questions, template: str, bucket: int,
-            field: str = "heldout") -> None:
-    with timer(f"eval: {name} ({field})"):
-      r = evaluate.answer_accuracy(base, lora, tokenizer, questions, _fill(template),
-                                   max_new_tokens=c.evaluation.max_new_tokens,
-                                   batch_size=c.evaluation.batch_size, bucket=bucket)
-    predictions.extend({"system": name, "questions": field, **p} for p in r.pop("predictions"))
-    systems.setdefault(name, {})[field] = r
+  The base is scored as base + a LoRA whose B is zero (numerically the base), and prompts are
+  padded to the window (prompts with examples) or to `student_len` (questions alone): the base
+  and every student then share two compiled generation programs.
+  """
 
-  for name in BASELINES:
-    if name == "zero-shot":
-      score(name, zero_lora, prompts[name], c.data.template_student, c.data.student_len)
-    else:
-      score(name, zero_lora, prompts[name], c.data.template_teacher, c.data.teacher_len)
-    systems[name].update(prompt_info[name])
+  def __init__(self, c, base, tokenizer, timer):
+    self.c, self.base, self.tokenizer, self.timer = c, base, tokenizer, timer
+    self.zero_lora = _on_default_device(lora_lib.init(base.spec, config_lib.lora_config(c),
+                                                      jax.random.key(c.train.seed)))
+    self.predictions: list[dict[str, Any]] = []
 
-  # 3-5. The composed forms.
-  forms, trainings = tuple(c.composed.forms), {}
-  if "simultaneous" in forms:
+  def __call__(self, name: str, lora, questions: Sequence[Example], *, with_examples: bool,
+               field: str = "heldout") -> dict[str, Any]:
+    d = self.c.data
+    template, bucket = ((d.template_teacher, d.teacher_len) if with_examples else
+                        (d.template_student, d.student_len))
+    with self.timer(f"eval: {name} ({field})"):
+      r = evaluate.answer_accuracy(
+          self.base, self.zero_lora if lora is None else lora, self.tokenizer, questions,
+          _fill(template), max_new_tokens=self.c.evaluation.max_new_tokens,
+          batch_size=self.c.evaluation.batch_size, bucket=bucket)
+    predictions = [{"system": name, "questions": field, "item": q.meta["item"], **p}
+                   for q, p in zip(questions, r.pop("predictions"))]
+    self.predictions.extend(predictions)
+    return r
+
+
+def run_baselines(plan: Plan, score: Scorer, rng) -> dict[str, dict[str, Any]]:
+  retriever = retrieval.Retriever(plan.texts)
+  prompts, info = baseline_prompts(plan.test, plan.texts, plan.k, plan.chunks, retriever, rng)
+  return {name: {"heldout": score(name, None, prompts[name], with_examples=name != "zero-shot"),
+                 **info[name]} for name in BASELINES}
+
+
+def train_forms(c, plan: Plan, workdir: str, base, tokenizer, timer, rng
+                ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+  """Every form's final LoRA, and a log of its trainings (round by round)."""
+  loras, logs = {}, {}
+  if "simultaneous" in c.composed.forms:
     with timer("train: simultaneous"):
-      data = simultaneous_set(train_qs, texts, size, c, rng)
-      lora, run_dir, steps = _train(c, "simultaneous", data, workdir, base, tokenizer)
-    trainings["simultaneous"] = [{"workdir": run_dir, "steps": steps, "examples": len(data),
-                                  "contexts": len(data[0].contexts)}]
-    systems["simultaneous"] = {"lora": lora}
+      data = simultaneous_set(plan.train, plan.texts, plan.chunk, c, rng)
+      loras["simultaneous"], run_dir, steps = _train(c, "simultaneous", data, workdir, base,
+                                                     tokenizer)
+    logs["simultaneous"] = [{"workdir": run_dir, "steps": steps, "examples": len(data),
+                             "contexts": len(data[0].contexts)}]
   first_round = None
   for form in ("sequential", "recursive"):
-    if form not in forms:
+    if form not in c.composed.forms:
       continue
-    previous, log = "", []
-    for r, data in enumerate(round_sets(train_qs, texts, chunks, form)):
+    previous, logs[form] = "", []
+    for r, data in enumerate(round_sets(plan.train, plan.texts, plan.chunks, form)):
+      teacher_from = previous if form == "recursive" else ""
       with timer(f"train: {form} round {r + 1}"):
         if r == 0 and first_round is not None:  # recursive round 1 == sequential round 1
           lora, run_dir, steps = first_round
         else:
-          lora, run_dir, steps = _train(
-              c, os.path.join(form, f"round_{r + 1}"), data, workdir, base, tokenizer,
-              teacher_from=previous if form == "recursive" else "", init_from=previous)
-      if r == 0:
-        first_round = (lora, run_dir, steps)
-      log.append({"workdir": run_dir, "steps": steps, "examples": len(data),
-                  "items": sorted({q.meta["item"] for q in data}),
-                  "teacher_lora": previous if form == "recursive" else "",
-                  "init_from": previous})
+          lora, run_dir, steps = _train(c, os.path.join(form, f"round_{r + 1}"), data, workdir,
+                                        base, tokenizer, teacher_from=teacher_from,
+                                        init_from=previous)
+      first_round = first_round or (lora, run_dir, steps)
+      logs[form].append({"workdir": run_dir, "steps": steps, "examples": len(data),
+                         "items": sorted({q.meta["item"] for q in data}),
+                         "teacher_lora": teacher_from, "init_from": previous})
       previous = run_dir
-    trainings[form] = log
-    systems[form] = {"lora": lora}
+    loras[form] = lora
+  return loras, logs
 
-  # 6. The students on the held-out and the training questions, the tables.
-  for form in forms:
-    lora = systems[form].pop("lora")
-    score(form, lora, test, c.data.template_student, c.data.student_len)
-    score(form, lora, train_qs, c.data.template_student, c.data.student_len, "train")
+
+def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The whole experiment (see the module docstring); returns what `results.json` holds."""
+  validate(c)
+  os.makedirs(workdir, exist_ok=True)
+  timer, start = _Timer(), time.perf_counter()
+  rng = np.random.default_rng(c.composed.seed)
+  with timer("load"):
+    base = load_model(c.model.path, dtype=c.model.dtype)
+    tokenizer = load_tokenizer(c.model.path)
+  plan = make_plan(c, tokenizer, rng)
+  for name in ("examples", "train", "test"):
+    write_jsonl(os.path.join(workdir, f"{name}.jsonl"), getattr(plan, name))
+  logging.info("window %d tokens: k = %d of n = %d examples fit; %d chunks of <= %d",
+               c.data.teacher_len, plan.k, len(plan.texts), len(plan.chunks), plan.chunk)
+
+  score = Scorer(c, base, tokenizer, timer)
+  systems = run_baselines(plan, score, rng)
+  loras, logs = train_forms(c, plan, workdir, base, tokenizer, timer, rng)
+  for form, lora in loras.items():
+    systems[form] = {"heldout": score(form, lora, plan.test, with_examples=False),
+                     "train": score(form, lora, plan.train, with_examples=False,
+                                    field="train")}
+    systems[form]["heldout_by_chunk"] = by_chunk(score.predictions, form, plan)
   timer.seconds["total"] = round(time.perf_counter() - start, 1)
-  best_in_window = max(IN_WINDOW, key=lambda n: systems[n]["heldout"]["exact_match"])
-  best_composed = max(forms, key=lambda n: systems[n]["heldout"]["exact_match"])
-  results = {
-      "systems": systems,
-      "window": {"tokens": c.data.teacher_len, "k": k, "n": len(texts),
-                 "ratio": len(texts) / k, "chunk": size, "rounds": len(chunks),
-                 "example_tokens": max(window.query_tokens(t) for t in texts)},
-      "chunks": chunks, "trainings": trainings,
-      "bm25_hit_at_k": {"heldout": prompt_info["BM25 k"]["relevant_in_prompt"], "lexical": float(np.mean(
-          [q.meta["item"] in retriever.top(q.query, k) for q in train_qs
-           if q.meta["form"] == "lexical"] or [0.0]))},
-      "n_test": len(test), "n_train": len(train_qs),
-      "best_in_window": {"system": best_in_window,
-                         "exact_match": systems[best_in_window]["heldout"]["exact_match"]},
-      "best_composed": {"system": best_composed,
-                        "exact_match": systems[best_composed]["heldout"]["exact_match"]},
-      "seconds": timer.seconds,
-      "devices": [str(d) for d in jax.devices()],
-      "config": c.to_dict(),
-  }
-  results["composed_beats_in_window"] = (results["best_composed"]["exact_match"] >
-                                         results["best_in_window"]["exact_match"])
+  results = summarize(c, plan, systems, logs, timer.seconds)
   with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
     json.dump(results, f, indent=2, default=str)
   with open(os.path.join(workdir, "predictions.jsonl"), "w", encoding="utf-8") as f:
-    for p in predictions:
+    for p in score.predictions:
       f.write(json.dumps(p, ensure_ascii=False) + "\n")
   if jax.process_index() == 0:
     print("\n" + results_table(results))
@@ -392,16 +406,59 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return results
 
 
+def by_chunk(predictions: Sequence[dict[str, Any]], system: str, plan: Plan) -> list[float]:
+  """A system's held-out exact match over the questions about each chunk's items, chunk by
+  chunk (the round that taught them): what a sequential student forgets shows in early chunks."""
+  mine = [p for p in predictions if p["system"] == system and p["questions"] == "heldout"]
+  out = []
+  for chunk in plan.chunks:
+    right = [p["exact_match"] for p in mine if p["item"] in chunk]
+    out.append(sum(right) / len(right) if right else 0.0)
+  return out
+
+
+def summarize(c, plan: Plan, systems, logs, seconds) -> dict[str, Any]:
+  """What `results.json` holds: every system's scores, the window, the trainings, and whether
+  the best composed form beats the best in-window prompting on the held-out questions."""
+  em = lambda name: systems[name]["heldout"]["exact_match"]  # noqa: E731
+  best_in_window = max(IN_WINDOW, key=em)
+  best_composed = max(logs, key=em) if logs else None
+  retriever = retrieval.Retriever(plan.texts)
+  lexical = [q for q in plan.train if q.meta["form"] == "lexical"]
+  return {
+      "systems": systems,
+      "window": {"tokens": c.data.teacher_len, "k": plan.k, "n": len(plan.texts),
+                 "ratio": len(plan.texts) / plan.k, "chunk": plan.chunk,
+                 "rounds": len(plan.chunks), "example_tokens": plan.example_tokens},
+      "chunks": plan.chunks, "trainings": logs,
+      "n_test": len(plan.test), "n_train": len(plan.train),
+      "bm25_hit_at_k": {
+          "heldout": systems["BM25 k"]["relevant_in_prompt"],
+          "lexical": float(np.mean([q.meta["item"] in retriever.top(q.query, plan.k)
+                                    for q in lexical])) if lexical else None},
+      "best_in_window": {"system": best_in_window, "exact_match": em(best_in_window)},
+      "best_composed": best_composed and {"system": best_composed,
+                                          "exact_match": em(best_composed)},
+      "composed_beats_in_window": bool(best_composed) and em(best_composed) > em(best_in_window),
+      "seconds": seconds,
+      "devices": [str(d) for d in jax.devices()],
+      "config": c.to_dict(),
+  }
+
+
 def results_table(results: dict[str, Any]) -> str:
-  """One row per system: held-out exact match, training-question exact match (students),
-  examples in the prompt and how often the relevant one is among them (in-window systems)."""
+  """One row per system: held-out exact match (students: also chunk by chunk, and on the
+  training questions), and for in-window systems the examples in the prompt and how often the
+  relevant one is among them."""
   w = results["window"]
   rows = []
   for name, r in results["systems"].items():
     train_em = r.get("train", {}).get("exact_match")
     in_prompt = r.get("examples_in_prompt")
+    chunks = r.get("heldout_by_chunk")
     rows.append([name, f"{100 * r['heldout']['exact_match']:.1f}",
                  f"{100 * r['heldout']['contains']:.1f}",
+                 "" if chunks is None else " ".join(f"{100 * x:.0f}" for x in chunks),
                  "" if train_em is None else f"{100 * train_em:.1f}",
                  "0 (LoRA)" if in_prompt is None else str(in_prompt),
                  "" if in_prompt is None else f"{100 * r['relevant_in_prompt']:.0f}"])
@@ -409,5 +466,5 @@ def results_table(results: dict[str, Any]) -> str:
             f"(n/k = {w['ratio']:.1f}); {w['rounds']} chunks of <= {w['chunk']}; "
             f"{results['n_test']} held-out questions")
   return header + "\n" + format_table(rows, ["system", "held-out EM %", "contains %",
-                                             "train-question EM %", "examples in prompt",
-                                             "relevant in prompt %"])
+                                             "by chunk %", "train-question EM %",
+                                             "examples in prompt", "relevant in prompt %"])

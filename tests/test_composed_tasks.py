@@ -43,7 +43,9 @@ def test_word_lists_hold_what_the_task_needs():
 def test_bm25_finds_the_example_from_its_own_question_but_not_from_a_nationality():
   task = tasks.make_task(tasks.TaskConfig(num_items=32, heldout_per_item=1))
   retriever = retrieval.Retriever([e.context for e in task["examples"]])
-  top1 = lambda qs: sum(retriever.top(q.query, 1)[0] == q.meta["item"] for q in qs) / len(qs)  # noqa: E731
+  def top1(questions):
+    return sum(retriever.top(q.query, 1)[0] == q.meta["item"] for q in questions) / len(questions)
+
   assert top1([q for q in task["train"] if q.meta["form"] == "lexical"]) == 1.0
   assert top1(task["test"]) <= 0.1  # chance is 1/32: "French" is not "France"
 
