@@ -2,14 +2,15 @@
 
 The window is `data.teacher_len` tokens: every prompt of this job (a teacher's, or a baseline's)
 holds BOS, at most `k` examples, a question and `data.response_len` answer tokens within it, `k`
-being the most examples that always fit (`window_capacity`). The task (`rd.data.composed_tasks`)
+being the most examples that always fit (`Window.capacity`). The task (`rd.data.composed_tasks`)
 has n >= 4k examples, each the only source of one item's answer. `run` is the experiment:
 
   1. data: the task, `k`, the chunks (a seeded random order of the n examples cut into
      R = ceil(n / chunk) chunks of at most `chunk` <= k examples);
   2. in-window prompting, the base with the question and no training: zero-shot; k random
      examples; the k examples BM25 ranks best for the question (best last, next to it); BM25's
-     top example alone; and, for reference, the relevant example alone (oracle);
+     top example alone; and, for reference, the relevant example alone ("oracle") or in its
+     chunk ("oracle chunk": what a sequential teacher sees);
   3. simultaneous: one training; each training question's teacher is a K-context ensemble
      (probabilities averaged; `Example.contexts`) of random chunks that fit ("partition": a
      fresh random partition of all n examples into R chunks, so K = R and exactly one context
@@ -20,8 +21,9 @@ has n >= 4k examples, each the only source of one item's answer. `run` is the ex
   5. recursive: R rounds; round r's teacher is round r-1's student (`teacher.lora_workdir`)
      with chunk r in its prompt, trained on the questions about chunks 1..r, its student
      starting from that LoRA; round 1 is sequential's round 1 (the same run) -> recursive/round_r
-  6. evaluation on the held-out questions (and, for the students, the training questions):
-     greedy exact match; a table, `results.json`, `predictions.jsonl`.
+  6. evaluation on the held-out questions (for the students also per chunk, i.e. by the round
+     that taught the item, and on the training questions): greedy exact match; a table,
+     `results.json`, `predictions.jsonl`.
 
 Every training is `rd.train.train` in its own workdir; a finished one (its `lora/` written) is
 loaded instead of run again, an interrupted one resumes from its checkpoint.
