@@ -15,7 +15,7 @@ from flax import nnx
 
 from rd import lora as lora_lib
 from rd.models import rope
-from rd.models.layers import Block, LayerCache, RMSNorm, attention_mask
+from rd.models.layers import Block, KV, RMSNorm, attention_mask
 from rd.models.spec import ModelSpec
 
 # Rematerialization policies for the scanned layer body (what the backward pass may keep).
@@ -44,7 +44,7 @@ class Decoder(nnx.Module):
 class Cache(NamedTuple):
   """KV cache for generation. Slots are written left to right; `index` is the next free slot."""
 
-  layers: LayerCache  # k, v: [L, B, S, kv_heads, head_dim]
+  layers: KV  # k, v: [L, B, kv_heads, S, head_dim], written in place
   positions: jax.Array  # [B, S] position of the token in each slot
   segment_ids: jax.Array  # [B, S] 0 for empty or padding slots
   index: jax.Array  # int32 scalar
@@ -57,8 +57,8 @@ class Out(NamedTuple):
 
 
 def init_cache(spec: ModelSpec, batch: int, length: int, dtype=jnp.float32) -> Cache:
-  shape = (spec.num_layers, batch, length, spec.num_kv_heads, spec.head_dim)
-  return Cache(LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)),
+  shape = (spec.num_layers, batch, spec.num_kv_heads, length, spec.head_dim)
+  return Cache(KV(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)),
                jnp.zeros((batch, length), jnp.int32), jnp.zeros((batch, length), jnp.int32),
                jnp.zeros((), jnp.int32))
 
@@ -103,29 +103,31 @@ def apply(base: Decoder, lora: lora_lib.Lora | None, tokens: jax.Array,
         positions, rope.inverse_frequencies(spec.rope_local or spec.rope_global, spec.head_dim))
   lora_scale = lora.scale if lora is not None else 1.0
 
-  def layer(x, xs):
-    block, layer_lora, is_sliding, layer_cache = xs
+  def layer(carry, xs):
+    x, kv = carry
+    block, layer_lora, is_sliding, i = xs
     mask, sin, cos = global_mask, sin_g, cos_g
     if sliding:
       mask, sin, cos = (jnp.where(is_sliding, local, glob) for local, glob in
                         ((local_mask, global_mask), (sin_l, sin_g), (cos_l, cos_g)))
-    x, layer_cache = block(x, layer_lora, lora_scale, sin, cos, mask, layer_cache, index)
+    x, kv = block(x, layer_lora, lora_scale, sin, cos, mask, kv, i, index)
     # With `capture`, every layer's output is stacked and the requested ones picked after the
     # scan: simple, and [L, B, T, d] is small next to the activations remat already keeps.
-    return x, (x if capture else None, layer_cache)
+    return (x, kv), x if capture else None
 
   if remat not in REMAT_POLICIES:
     raise ValueError(f"remat={remat!r}; choose from {sorted(REMAT_POLICIES)}")
   if remat != "none":
     layer = jax.checkpoint(layer, policy=REMAT_POLICIES[remat])
   xs = (base.blocks, lora_lib.layer_major(lora), jnp.asarray(spec.is_sliding),
-        cache.layers if cache is not None else None)
-  x, (per_layer, new_layers) = jax.lax.scan(layer, embed(base, tokens), xs)
+        jnp.arange(spec.num_layers))
+  kv = cache.layers if cache is not None else None
+  (x, kv), per_layer = jax.lax.scan(layer, (embed(base, tokens), kv), xs)
 
   captured = per_layer[jnp.asarray(capture)] if capture else None
   new_cache = None
   if cache is not None:
-    new_cache = Cache(new_layers, k_pos, k_seg, index + t)
+    new_cache = Cache(kv, k_pos, k_seg, index + t)
   return Out(base.final_norm(x), captured, new_cache)
 
 

@@ -56,8 +56,14 @@ class RMSNorm(nnx.Module):
     return self.scale[...] * normed.astype(x.dtype)
 
 
-class LayerCache(NamedTuple):
-  """One layer's keys and values for every cache slot: [B, S, kv_heads, head_dim]."""
+class KV(NamedTuple):
+  """Every layer's keys and values for every cache slot: [L, B, kv_heads, S, head_dim].
+
+  Head-major, so a decode step's attention is a plain batched matmul over the cache (with the
+  slots second, XLA transposes the whole cache in every layer of every step: 4x slower on CPU).
+  The scan over layers carries the whole stack and each layer writes its own row in place;
+  passing per-layer slices through the scan instead copies the whole cache every step.
+  """
 
   k: jax.Array
   v: jax.Array
@@ -76,14 +82,14 @@ def attention_mask(q_pos, q_seg, k_pos, k_seg, window=None):
 
 
 def attend(q, k, v, mask, scale):
-  """Grouped-query attention. q [B,T,H,D], k/v [B,S,K,D], mask [B,T,S]; softmax in fp32."""
+  """Grouped-query attention. q [B,T,H,D], k/v [B,K,S,D], mask [B,T,S]; softmax in fp32."""
   b, t, h, d = q.shape
-  groups = h // k.shape[2]
-  q = q.reshape(b, t, k.shape[2], groups, d)
-  logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+  groups = h // k.shape[1]
+  q = q.reshape(b, t, k.shape[1], groups, d)
+  logits = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
   logits = jnp.where(mask[:, None, None], logits, _NEG)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", weights, v)
+  out = jnp.einsum("bkgts,bksd->btkgd", weights, v)
   return out.reshape(b, t, h * d)
 
 
@@ -103,7 +109,7 @@ class Attention(nnx.Module):
     self.shape = (h, kv, hd)
     self.logit_scale = spec.attn_scale
 
-  def __call__(self, x, lora, lora_scale, sin, cos, mask, cache: LayerCache | None, index):
+  def __call__(self, x, lora, lora_scale, sin, cos, mask, cache: KV | None, layer, index):
     b, t, _ = x.shape
     h, kv, hd = self.shape
     q = self.q(x, lora.get("q"), lora_scale).reshape(b, t, h, hd)
@@ -112,10 +118,12 @@ class Attention(nnx.Module):
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
     q, k = rope.apply_rope(q, sin, cos), rope.apply_rope(k, sin, cos)
-    if cache is not None:  # write this step's keys/values at slot `index`, attend to all slots
-      k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), index, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), index, axis=1)
-      cache = LayerCache(k, v)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head-major, as `attend` takes them
+    if cache is not None:  # write these keys/values at slot `index` of row `layer`, attend to all
+      at = (layer, 0, 0, index, 0)
+      cache = KV(*(jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype), at)
+                   for c, new in ((cache.k, k), (cache.v, v))))
+      k, v = cache.k[layer], cache.v[layer]
     out = attend(q, k, v, mask, self.logit_scale)
     return self.o(out, lora.get("o"), lora_scale), cache
 
@@ -149,8 +157,8 @@ class Block(nnx.Module):
     self.mlp = MLP(spec, stack=stack, dtype=dtype, rngs=rngs)
     self.mlp_post_norm = norm() if spec.post_norms else None
 
-  def __call__(self, x, lora, lora_scale, sin, cos, mask, cache, index):
-    y, cache = self.attn(self.attn_norm(x), lora, lora_scale, sin, cos, mask, cache, index)
+  def __call__(self, x, lora, lora_scale, sin, cos, mask, cache, layer, index):
+    y, cache = self.attn(self.attn_norm(x), lora, lora_scale, sin, cos, mask, cache, layer, index)
     if self.attn_post_norm is not None:
       y = self.attn_post_norm(y)
     x = x + y
