@@ -45,8 +45,9 @@ def test_model_flops_count_the_shared_context_once(model_dir):
   assert cached < shared < full
 
 
-@pytest.mark.parametrize("workload,extra", [("w2", ["--vs_torch", "--runs=1"]),
-                                            ("w3", ["--examples=8", "--epochs=2"])])
+@pytest.mark.parametrize("workload,extra", [
+    pytest.param("w2", ["--vs_torch", "--runs=1"], marks=pytest.mark.slow),  # 45 s, torch too
+    ("w3", ["--examples=8", "--epochs=2"])])
 def test_the_job_prints_its_table(model_dir, workload, extra):
   proc = subprocess.run([sys.executable, "-m", "launch.bench", f"--workload={workload}",
                          f"--model={model_dir}", *extra], cwd=ROOT, capture_output=True,

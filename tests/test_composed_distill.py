@@ -96,6 +96,7 @@ def _tiny_config(model_dir):
   return c
 
 
+@pytest.mark.slow  # ~70 s: every round of every form (the other jobs' end-to-end tests are slow too)
 def test_the_whole_job_chains_its_rounds(model, tmp_path, capsys, monkeypatch):
   calls = []
   real_train = train_lib.train
