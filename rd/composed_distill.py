@@ -330,8 +330,8 @@ class Scorer:
     return r
 
 
-def run_baselines(plan: Plan, score: Scorer, rng) -> dict[str, dict[str, Any]]:
-  retriever = retrieval.Retriever(plan.texts)
+def run_baselines(plan: Plan, score: Scorer, retriever: retrieval.Retriever, rng
+                  ) -> dict[str, dict[str, Any]]:
   prompts, info = baseline_prompts(plan.test, plan.texts, plan.k, plan.chunks, retriever, rng)
   return {name: {"heldout": score(name, None, prompts[name], with_examples=name != "zero-shot"),
                  **info[name]} for name in BASELINES}
@@ -387,7 +387,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                c.data.teacher_len, plan.k, len(plan.texts), len(plan.chunks), plan.chunk)
 
   score = Scorer(c, base, tokenizer, timer)
-  systems = run_baselines(plan, score, rng)
+  retriever = retrieval.Retriever(plan.texts)  # BM25 over the n examples
+  systems = run_baselines(plan, score, retriever, rng)
   loras, logs = train_forms(c, plan, workdir, base, tokenizer, timer, rng)
   for form, lora in loras.items():
     systems[form] = {"heldout": score(form, lora, plan.test, with_examples=False),
@@ -395,7 +396,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                     field="train")}
     systems[form]["heldout_by_chunk"] = by_chunk(score.predictions, form, plan)
   timer.seconds["total"] = round(time.perf_counter() - start, 1)
-  results = summarize(c, plan, systems, logs, timer.seconds)
+  results = summarize(c, plan, systems, logs, retriever, timer.seconds)
   with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
     json.dump(results, f, indent=2, default=str)
   with open(os.path.join(workdir, "predictions.jsonl"), "w", encoding="utf-8") as f:
@@ -419,13 +420,13 @@ def by_chunk(predictions: Sequence[dict[str, Any]], system: str, plan: Plan) -> 
   return out
 
 
-def summarize(c, plan: Plan, systems, logs, seconds) -> dict[str, Any]:
+def summarize(c, plan: Plan, systems, logs, retriever: retrieval.Retriever, seconds
+              ) -> dict[str, Any]:
   """What `results.json` holds: every system's scores, the window, the trainings, and whether
   the best composed form beats the best in-window prompting on the held-out questions."""
   em = lambda name: systems[name]["heldout"]["exact_match"]  # noqa: E731
   best_in_window = max(IN_WINDOW, key=em)
   best_composed = max(logs, key=em) if logs else None
-  retriever = retrieval.Retriever(plan.texts)
   lexical = [q for q in plan.train if q.meta["form"] == "lexical"]
   return {
       "systems": systems,
