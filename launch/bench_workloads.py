@@ -123,12 +123,12 @@ def model_flops(spec, w: Workload, *, shared_prefix: bool = False, cached: bool 
   """Model FLOPs of one step: teacher forward (none when cached; contexts once per group when
   shared), student forward and backward. The frozen student weights get no weight gradient, so
   the student's backward costs one forward (activation gradients; LoRA's own are negligible);
-  the vocabulary head runs on the response rows only (teacher: forward; student: forward, the
-  loss's recomputation, and backward). Attention counts half the context on average (causal)."""
+  the vocabulary head runs on the response rows only (teacher: forward; student: forward and
+  backward, both in the loss's one pass). Attention counts half the context on average (causal)."""
   head = 2 * spec.hidden_size * spec.vocab_size
   body = lambda n, t: n * t * (spec.flops_per_token(t // 2) - head)  # noqa: E731
   rows = w.batch * w.response_len
-  student = 2 * body(w.batch, w.student_len) + 3 * rows * head
+  student = 2 * body(w.batch, w.student_len) + 2 * rows * head
   if cached:
     return student + rows * head
   if shared_prefix:

@@ -5,10 +5,15 @@ flattened), a mask [N] (true / 1 = real response token, false / 0 = padding) and
 `logits_fn(h [n, d]) -> fp32 logits [n, V]`; in the model that is
 `functools.partial(rd.models.lm_logits, base)`.
 
-Logits are made for `chunk_size` rows at a time inside a `lax.scan` whose body is wrapped in
-`jax.checkpoint`: the forward pass holds one chunk's logits at a time and the backward pass
-recomputes each chunk's logits instead of storing them, so memory is O(chunk_size * V), not
-O(N * V). Log-softmax, KL and CE are fp32.
+Logits are made for `chunk_size` rows at a time inside a `lax.scan`, so memory is
+O(chunk_size * V), not O(N * V). Log-softmax, KL and CE are fp32.
+
+Each chunk's gradient w.r.t. its hidden rows is computed in the same pass as its value
+(`_rows_with_grad`): the head's logits are [rows, V] (V = 262,144 for Gemma), so a backward pass
+that recomputed them would cost two more head matmuls per chunk, and one that stored them would
+hold [N, V]. Reverse mode then only multiplies the stored [N, d] gradient by the cotangent. The
+head's weights (inside `logits_fn`) are constants in that pass; a caller who differentiates them
+still gets their exact gradient, through the rematerialized scan, at the old cost.
 
 Every loss returns `(sum, count)` over real rows as fp32 scalars, never a mean: callers add both
 across devices and micro-batches and divide once by the global count, so padding is never
@@ -53,9 +58,10 @@ def _map_rows(fn, xs, chunk_size: int):
   outputs, concatenated back to [N, ...].
 
   N is padded with zero rows up to a multiple of the chunk size (those rows are sliced off
-  afterwards). The scan body is rematerialized, so reverse mode stores only each chunk's inputs
-  and recomputes the chunk's [chunk, V] logits in the backward pass. `prevent_cse=False` is safe
-  (and faster) inside a scan body: XLA cannot CSE the recomputation across loop iterations.
+  afterwards). The scan body is rematerialized, so if reverse mode does differentiate the scan
+  it stores only each chunk's inputs and recomputes the chunk's [chunk, V] logits.
+  `prevent_cse=False` is safe (and faster) inside a scan body: XLA cannot CSE the recomputation
+  across loop iterations.
   """
   n = jax.tree.leaves(xs)[0].shape[0]
   size = max(1, min(chunk_size, n))  # never pad a small N up to a big chunk
@@ -68,6 +74,32 @@ def _map_rows(fn, xs, chunk_size: int):
   body = jax.checkpoint(lambda carry, chunk: (carry, fn(chunk)), prevent_cse=False)
   _, ys = jax.lax.scan(body, None, jax.tree.map(to_chunks, xs))
   return jax.tree.map(lambda y: y.reshape(n + pad, *y.shape[2:])[:n], ys)
+
+
+def _rows_with_grad(per_row_fn, h: jax.Array, other, real: jax.Array,
+                    chunk_size: int) -> tuple[jax.Array, jax.Array]:
+  """(sum of per_row_fn(h, other) over real rows, count), whose gradient w.r.t. h is computed
+  chunk by chunk in the forward pass.
+
+  `per_row_fn(h_chunk, other_chunk) -> [chunk]`. The scan sees h under stop_gradient and returns
+  each chunk's values and d(masked chunk sum)/d h_chunk; the result adds
+  sum(grad * (h - stop_gradient(h))), which is 0 in value and has exactly `grad` as its
+  gradient w.r.t. h. Only first derivatives w.r.t. h are supported (no Hessians).
+  """
+  def chunk_fn(chunk):
+    h_c, other_c, real_c = chunk
+
+    def chunk_sum(h_c):
+      per_row = per_row_fn(h_c, other_c)
+      return jnp.sum(jnp.where(real_c, per_row, 0.0)), per_row
+
+    (_, per_row), grad = jax.value_and_grad(chunk_sum, has_aux=True)(h_c)
+    return per_row, grad
+
+  fixed = jax.lax.stop_gradient(h)
+  per_row, grad = _map_rows(chunk_fn, (fixed, other, real), chunk_size)
+  total, count = _masked_sum(per_row, real)
+  return total + jnp.sum(grad * (h - fixed), dtype=_F32), count
 
 
 def _log_softmax(logits: jax.Array, temperature: float) -> jax.Array:
@@ -168,16 +200,13 @@ def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mas
   per_token = _PER_TOKEN[divergence]
   real = _real(mask)
 
-  def rows(chunk):
-    s_h, t_h = chunk
+  def rows(s_h, t_h):
     log_q = _log_softmax(logits_fn(s_h), temperature)
     log_p = _teacher_log_probs(logits_fn, t_h, temperature)
     return temperature**2 * per_token(log_p, log_q)
 
-  teacher = _teacher_rows(teacher_h, student_h.ndim)
-  per_row = _map_rows(rows, (_zero_masked(student_h, real), _zero_masked(teacher, real)),
-                      chunk_size)
-  return _masked_sum(per_row, real)
+  teacher = _zero_masked(_teacher_rows(teacher_h, student_h.ndim), real)
+  return _rows_with_grad(rows, _zero_masked(student_h, real), teacher, real, chunk_size)
 
 
 def teacher_topk(logits_fn: LogitsFn, teacher_h: jax.Array, mask: jax.Array, k: int,
@@ -242,13 +271,12 @@ def distill_topk(logits_fn: LogitsFn, student_h: jax.Array, teacher_topk_ids: ja
   cached = jax.lax.stop_gradient(_zero_masked(teacher_topk_logprobs.astype(_F32), real))
   log_p = jax.nn.log_softmax(cached, axis=-1)  # renormalized over the top-k
 
-  def rows(chunk):
-    h, ids_c, log_p_c = chunk
+  def rows(h, teacher):
+    ids_c, log_p_c = teacher
     log_q = jnp.take_along_axis(_log_softmax(logits_fn(h), temperature), ids_c, axis=-1)
     return temperature**2 * _kl(log_p_c, log_q)
 
-  per_row = _map_rows(rows, (_zero_masked(student_h, real), ids, log_p), chunk_size)
-  return _masked_sum(per_row, real)
+  return _rows_with_grad(rows, _zero_masked(student_h, real), (ids, log_p), real, chunk_size)
 
 
 def cross_entropy(logits_fn: LogitsFn, h: jax.Array, targets: jax.Array, mask: jax.Array, *,
@@ -265,16 +293,14 @@ def cross_entropy(logits_fn: LogitsFn, h: jax.Array, targets: jax.Array, mask: j
   real = _real(mask)
   targets = jnp.where(real, targets, 0).astype(jnp.int32)
 
-  def rows(chunk):
-    h_c, y = chunk
+  def rows(h_c, y):
     log_q = _log_softmax(logits_fn(h_c), 1.0)
     nll = -jnp.take_along_axis(log_q, y[:, None], axis=-1)[:, 0]
     if label_smoothing:
       nll = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(log_q, axis=-1)
     return nll
 
-  per_row = _map_rows(rows, (_zero_masked(h, real), targets), chunk_size)
-  return _masked_sum(per_row, real)
+  return _rows_with_grad(rows, _zero_masked(h, real), targets, real, chunk_size)
 
 
 def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:
