@@ -10,8 +10,8 @@ O(chunk_size * V), not O(N * V). Log-softmax, KL and CE are fp32.
 
 Each chunk's gradient w.r.t. its hidden rows is computed in the same pass as its value
 (`_rows_with_grad`): the head's logits are [rows, V] (V = 262,144 for Gemma), so a backward pass
-that recomputed them would cost two more head matmuls per chunk, and one that stored them would
-hold [N, V]. Reverse mode then only multiplies the stored [N, d] gradient by the cotangent. The
+that recomputed them would cost one more head matmul and a second round of elementwise work per
+chunk, and one that stored them would hold [N, V]. Reverse mode then only multiplies the stored [N, d] gradient by the cotangent. The
 head's weights (inside `logits_fn`) are constants in that pass; a caller who differentiates them
 still gets their exact gradient, through the rematerialized scan, at the old cost.
 
