@@ -11,9 +11,10 @@ O(chunk_size * V), not O(N * V). Log-softmax, KL and CE are fp32.
 Each chunk's gradient w.r.t. its hidden rows is computed in the same pass as its value
 (`_rows_with_grad`): the head's logits are [rows, V] (V = 262,144 for Gemma), so a backward pass
 that recomputed them would cost one more head matmul and a second round of elementwise work per
-chunk, and one that stored them would hold [N, V]. Reverse mode then only multiplies the stored [N, d] gradient by the cotangent. The
-head's weights (inside `logits_fn`) are constants in that pass; a caller who differentiates them
-still gets their exact gradient, through the rematerialized scan, at the old cost.
+chunk, and one that stored them would hold [N, V]. Reverse mode then only multiplies the stored
+[N, d] gradient by the cotangent. The head's weights (inside `logits_fn`) are constants in that
+pass; a caller who differentiates them still gets their exact gradient, through the
+rematerialized scan, at the old cost.
 
 Every loss returns `(sum, count)` over real rows as fp32 scalars, never a mean: callers add both
 across devices and micro-batches and divide once by the global count, so padding is never
@@ -81,9 +82,10 @@ def _rows_with_grad(per_row_fn, h: jax.Array, other, real: jax.Array,
   """(sum of per_row_fn(h, other) over real rows, count), whose gradient w.r.t. h is computed
   chunk by chunk in the forward pass.
 
-  `per_row_fn(h_chunk, other_chunk) -> [chunk]`. The scan sees h under stop_gradient and returns
-  each chunk's values and d(masked chunk sum)/d h_chunk; the result adds
-  sum(grad * (h - stop_gradient(h))), which is 0 in value and has exactly `grad` as its
+  `per_row_fn(h_chunk, other_chunk) -> [chunk]`; padding rows of h are zeroed first, so
+  whatever they hold reaches neither the value nor the gradient. The scan sees h under
+  stop_gradient and returns each chunk's values and d(masked chunk sum)/d h_chunk; the result
+  adds sum(grad * (h - stop_gradient(h))), which is 0 in value and has exactly `grad` as its
   gradient w.r.t. h. Only first derivatives w.r.t. h are supported (no Hessians).
   """
   def chunk_fn(chunk):
@@ -96,6 +98,7 @@ def _rows_with_grad(per_row_fn, h: jax.Array, other, real: jax.Array,
     (_, per_row), grad = jax.value_and_grad(chunk_sum, has_aux=True)(h_c)
     return per_row, grad
 
+  h = _zero_masked(h, real)
   fixed = jax.lax.stop_gradient(h)
   per_row, grad = _map_rows(chunk_fn, (fixed, other, real), chunk_size)
   total, count = _masked_sum(per_row, real)
@@ -206,7 +209,7 @@ def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mas
     return temperature**2 * per_token(log_p, log_q)
 
   teacher = _zero_masked(_teacher_rows(teacher_h, student_h.ndim), real)
-  return _rows_with_grad(rows, _zero_masked(student_h, real), teacher, real, chunk_size)
+  return _rows_with_grad(rows, student_h, teacher, real, chunk_size)
 
 
 def teacher_topk(logits_fn: LogitsFn, teacher_h: jax.Array, mask: jax.Array, k: int,
@@ -276,7 +279,7 @@ def distill_topk(logits_fn: LogitsFn, student_h: jax.Array, teacher_topk_ids: ja
     log_q = jnp.take_along_axis(_log_softmax(logits_fn(h), temperature), ids_c, axis=-1)
     return temperature**2 * _kl(log_p_c, log_q)
 
-  return _rows_with_grad(rows, _zero_masked(student_h, real), (ids, log_p), real, chunk_size)
+  return _rows_with_grad(rows, student_h, (ids, log_p), real, chunk_size)
 
 
 def cross_entropy(logits_fn: LogitsFn, h: jax.Array, targets: jax.Array, mask: jax.Array, *,
@@ -300,7 +303,7 @@ def cross_entropy(logits_fn: LogitsFn, h: jax.Array, targets: jax.Array, mask: j
       nll = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(log_q, axis=-1)
     return nll
 
-  return _rows_with_grad(rows, _zero_masked(h, real), targets, real, chunk_size)
+  return _rows_with_grad(rows, h, targets, real, chunk_size)
 
 
 def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:
