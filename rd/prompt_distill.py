@@ -173,27 +173,37 @@ def generate_questions(base, tokenizer, documents: Sequence[Example], *, per_doc
 
 
 def sample_answers(base, tokenizer, pairs: Sequence[Example], *, template: str,
-                   temperature: float, seed: int, max_new_tokens: int = 16,
+                   temperatures: Sequence[float], seed: int, max_new_tokens: int = 16,
                    batch_size: int = 8) -> list[Example]:
-  """The pairs with their answers replaced by the teacher's: one answer per question sampled
-  from the base with the document in its prompt (`template`), cut at its first line.
+  """The pairs with their answers replaced by the teacher's: per question, one answer per
+  temperature in `temperatures` (0 = greedy), sampled from the base with the document in its
+  prompt (`template`), cut at its first line; a question's repeated answers are kept once.
 
   This is the paper's data: the training answers come from the teacher, mistakes included, so
-  SFT learns from single samples while distillation sees the teacher's whole distribution. The
-  gold answer stays in `meta["answer"]`; `meta["answer_sampled"]` is the new one.
+  SFT learns from single samples while distillation sees the teacher's whole distribution along
+  each answer. The gold answer stays in `meta["answer"]`; `meta["answer_sampled"]` is the new
+  one, `meta["answer_temperature"]` the temperature it was drawn at.
   """
   prompts = [template.format(context=p.context, query=p.query) for p in pairs]
-  completions = generate_text(base, None, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size, seed=seed,
-                              sampling=Sampling(temperature=temperature))
+  answers = [[] for _ in pairs]  # per pair: (answer, temperature), first occurrence only
+  for i, temperature in enumerate(temperatures):
+    completions = generate_text(base, None, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, seed=seed + i,
+                                sampling=Sampling(temperature=temperature))
+    for found, completion in zip(answers, completions):
+      answer = facts.answer_span(completion)
+      if answer not in (a for a, _ in found):
+        found.append((answer, temperature))
   out = []
-  for pair, completion in zip(pairs, completions):
-    answer = facts.answer_span(completion)
-    meta = {**pair.meta, "answer": evaluate.gold_answer(pair), "answer_sampled": answer}
-    out.append(dataclasses.replace(pair, response=facts.RESPONSE_FORMAT.format(answer=answer),
-                                   meta=meta))
+  for pair, found in zip(pairs, answers):
+    for answer, temperature in found:
+      meta = {**pair.meta, "answer": evaluate.gold_answer(pair), "answer_sampled": answer,
+              "answer_temperature": temperature}
+      out.append(dataclasses.replace(pair, response=facts.RESPONSE_FORMAT.format(answer=answer),
+                                     meta=meta))
   right = sum(facts.exact_match(p.meta["answer_sampled"], p.meta["answer"]) for p in out)
-  logging.info("sampled answers: %d of %d equal the gold answer", right, len(out))
+  logging.info("sampled answers: %d pairs from %d questions, %d equal the gold answer",
+               len(out), len(pairs), right)
   return out
 
 
@@ -212,8 +222,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check(c.questions.source in ("given", "generated"), "questions.source",
         "use 'given' (the dataset's pairs) or 'generated' (sampled from the teacher)")
   check(c.questions.answers in ("given", "sampled"), "questions.answers",
-        "use 'given' (the dataset's answers) or 'sampled' (one sample from the teacher)")
-  check(c.questions.answer_temperature >= 0, "questions.answer_temperature", "must be >= 0")
+        "use 'given' (the dataset's answers) or 'sampled' (the teacher's)")
+  check(len(c.questions.answer_temperatures) >= 1
+        and all(t >= 0 for t in c.questions.answer_temperatures),
+        "questions.answer_temperatures", "give one or more temperatures >= 0, e.g. (0.0, 1.0)")
   check(c.questions.per_document >= 1, "questions.per_document", "must be >= 1")
   check(c.questions.temperature >= 0, "questions.temperature", "must be >= 0")
   check(bool(c.data.eval), "data.eval", "set the held-out questions to evaluate on")
@@ -341,7 +353,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if c.questions.answers == "sampled":
       with timer("sample answers"):
         pairs = sample_answers(base, tokenizer, pairs, template=c.data.template_teacher,
-                               temperature=c.questions.answer_temperature,
+                               temperatures=c.questions.answer_temperatures,
                                seed=c.questions.seed, batch_size=c.evaluation.batch_size,
                                max_new_tokens=c.evaluation.max_new_tokens)
     write_jsonl(pairs_path, pairs)

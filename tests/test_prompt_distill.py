@@ -85,24 +85,32 @@ def test_generate_questions_builds_readable_examples(monkeypatch, tmp_path):
   assert calls[0][1]["sampling"].temperature == 0.7
 
 
-def test_sample_answers_replaces_answers_and_keeps_the_gold_one(monkeypatch):
+def test_sample_answers_one_answer_per_temperature_repeats_kept_once(monkeypatch):
   pairs = [Example(DOC, "When was Uleth Neskessa born?", " 1969\n", meta={"answer": "1969"}),
            Example(DOC, "What is her job?", " stonemason\n", meta={"answer": "stonemason"})]
   calls = []
+  completions = {0.0: [" 1969\nQuestion: more", " a baker\n"],  # greedy
+                 1.0: [" 1969\n", " She is a stonemason.\nQuestion:"]}  # sampled
 
   def fake_generate_text(base, lora, tokenizer, prompts, **kwargs):
     calls.append((prompts, kwargs))
-    return [" 1969\nQuestion: more", " a baker\n"]
+    return completions[kwargs["sampling"].temperature]
 
   monkeypatch.setattr(prompt_distill, "generate_text", fake_generate_text)
   out = prompt_distill.sample_answers(None, None, pairs, template=facts.TEACHER_TEMPLATE,
-                                      temperature=1.0, seed=5)
-  assert [e.response for e in out] == [" 1969\n", " a baker\n"]
-  assert [e.meta for e in out] == [{"answer": "1969", "answer_sampled": "1969"},
-                                   {"answer": "stonemason", "answer_sampled": "a baker"}]
-  prompts, kwargs = calls[0]
+                                      temperatures=(0.0, 1.0), seed=5)
+  assert [(e.query, e.response) for e in out] == [
+      ("When was Uleth Neskessa born?", " 1969\n"),  # the sample repeats the greedy answer
+      ("What is her job?", " a baker\n"),
+      ("What is her job?", " She is a stonemason.\n")]
+  assert [e.meta for e in out] == [
+      {"answer": "1969", "answer_sampled": "1969", "answer_temperature": 0.0},
+      {"answer": "stonemason", "answer_sampled": "a baker", "answer_temperature": 0.0},
+      {"answer": "stonemason", "answer_sampled": "She is a stonemason.",
+       "answer_temperature": 1.0}]
+  prompts, _ = calls[0]
   assert prompts[1] == facts.TEACHER_TEMPLATE.format(context=DOC, query="What is her job?")
-  assert kwargs["sampling"].temperature == 1.0 and kwargs["seed"] == 5
+  assert [k["seed"] for _, k in calls] == [5, 6]  # a new seed per temperature
 
 
 @pytest.fixture(scope="module")
