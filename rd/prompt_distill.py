@@ -185,18 +185,16 @@ def sample_answers(base, tokenizer, pairs: Sequence[Example], *, template: str,
   one, `meta["answer_temperature"]` the temperature it was drawn at.
   """
   prompts = [template.format(context=p.context, query=p.query) for p in pairs]
-  answers = [[] for _ in pairs]  # per pair: (answer, temperature), first occurrence only
+  answers = [{} for _ in pairs]  # per pair: answer -> the temperature it first came at
   for i, temperature in enumerate(temperatures):
     completions = generate_text(base, None, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size, seed=seed + i,
                                 sampling=Sampling(temperature=temperature))
     for found, completion in zip(answers, completions):
-      answer = facts.answer_span(completion)
-      if answer not in (a for a, _ in found):
-        found.append((answer, temperature))
+      found.setdefault(facts.answer_span(completion), temperature)
   out = []
   for pair, found in zip(pairs, answers):
-    for answer, temperature in found:
+    for answer, temperature in found.items():
       meta = {**pair.meta, "answer": evaluate.gold_answer(pair), "answer_sampled": answer,
               "answer_temperature": temperature}
       out.append(dataclasses.replace(pair, response=facts.RESPONSE_FORMAT.format(answer=answer),
