@@ -39,8 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = dict(train="", eval="", template_teacher="{context}\n\n{query}",
                 template_student="{query}", teacher_len=256, student_len=128, response_len=32,
                 add_eos=False, global_batch=8, seed=0, eval_examples=64)
-  c.loss = dict(kl_weight=1.0, divergence="forward_kl", temperature=1.0, ce_weight=0.0,
-                hidden_weight=0.0, hidden_layers=(), chunk_size=256, remat="none")
+  # teacher_temperature: the teacher side's T when it differs from temperature (0: the same).
+  c.loss = dict(kl_weight=1.0, divergence="forward_kl", temperature=1.0, teacher_temperature=0.0,
+                ce_weight=0.0, hidden_weight=0.0, hidden_layers=(), chunk_size=256, remat="none")
   c.optim = dict(lr=1e-3, warmup_steps=10, end_lr_factor=0.1, weight_decay=0.0, b1=0.9,
                  b2=0.999, clip_norm=1.0)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
@@ -79,6 +80,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(c.loss.divergence in DIVERGENCES, "loss.divergence", f"choose from {DIVERGENCES}")
   _check(c.loss.remat in REMAT_POLICIES, "loss.remat", f"choose from {sorted(REMAT_POLICIES)}")
   _check(c.loss.temperature > 0, "loss.temperature", "must be > 0")
+  _check(c.loss.teacher_temperature >= 0, "loss.teacher_temperature",
+         "must be > 0, or 0 for the same as loss.temperature")
   _check(c.loss.kl_weight or c.loss.ce_weight or c.loss.hidden_weight, "loss",
          "every loss weight is 0; set loss.kl_weight, loss.ce_weight or loss.hidden_weight")
   _check(not c.loss.hidden_weight or bool(c.loss.hidden_layers), "loss.hidden_layers",

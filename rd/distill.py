@@ -31,6 +31,7 @@ class LossConfig:
   kl_weight: float = 1.0
   divergence: str = "forward_kl"
   temperature: float = 1.0
+  teacher_temperature: float = 0.0  # 0: the same as temperature
   ce_weight: float = 0.0  # hard-label CE on the response (SFT, or TAGI's label term)
   hidden_weight: float = 0.0  # rule distillation's hidden-state alignment (beta)
   hidden_layers: tuple[int, ...] = ()
@@ -168,6 +169,7 @@ def loss_terms(base: Decoder, student_lora: Lora | None, teacher_lora: Lora | No
     if cfg.kl_weight:
       terms["kl"] = losses.distill(logits_fn, student_h, teacher_h, mask,
                                    divergence=cfg.divergence, temperature=cfg.temperature,
+                                   teacher_temperature=cfg.teacher_temperature or None,
                                    chunk_size=cfg.chunk_size)
     if cfg.hidden_weight:
       terms["hidden"] = losses.hidden_alignment(student_states, teacher_states, mask)

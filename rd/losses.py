@@ -173,6 +173,7 @@ _PER_TOKEN = {"forward_kl": _forward_kl, "reverse_kl": _reverse_kl, "jsd": _jsd}
 
 def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mask: jax.Array, *,
             divergence: Divergence = "forward_kl", temperature: float = 1.0,
+            teacher_temperature: float | None = None,
             chunk_size: int = 256) -> tuple[jax.Array, jax.Array]:
   """Per-token divergence between teacher and student next-token distributions, summed over
   real rows.
@@ -189,6 +190,9 @@ def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mas
     temperature: both sides' logits are divided by T and each token's divergence is multiplied
       by T**2 (Hinton et al. 2015), which keeps gradient magnitudes comparable across T. A
       Python float or a traced scalar (e.g. annealed); only a Python float is validated > 0.
+    teacher_temperature: the teacher side's T, if it differs (None: `temperature`). Below the
+      student's it sharpens the targets, so the student learns a distribution peakier than the
+      teacher's (as DINO's teacher); the T**2 factor stays the student's.
     chunk_size: rows per chunk; peak memory is about chunk_size * V * (K + few) fp32.
 
   Returns:
@@ -197,6 +201,8 @@ def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mas
   if divergence not in _PER_TOKEN:
     raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
   _check_temperature(temperature)
+  teacher_temperature = temperature if teacher_temperature is None else teacher_temperature
+  _check_temperature(teacher_temperature)
   if teacher_h.shape[-2:] != student_h.shape:
     raise ValueError(f"teacher_h {teacher_h.shape} must be [N, d] or [K, N, d] with "
                      f"[N, d] = student_h {student_h.shape}")
@@ -205,7 +211,7 @@ def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mas
 
   def rows(s_h, t_h):
     log_q = _log_softmax(logits_fn(s_h), temperature)
-    log_p = _teacher_log_probs(logits_fn, t_h, temperature)
+    log_p = _teacher_log_probs(logits_fn, t_h, teacher_temperature)
     return temperature**2 * per_token(log_p, log_q)
 
   teacher = _zero_masked(_teacher_rows(teacher_h, student_h.ndim), real)

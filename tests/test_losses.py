@@ -59,9 +59,9 @@ def _jit_value_and_grad(loss, static=()):
 
 
 @functools.partial(_jit_value_and_grad, static=("divergence",))
-def distill(w, s, t, mask, temp, divergence="forward_kl"):
+def distill(w, s, t, mask, temp, teacher_temp=None, divergence="forward_kl"):
   return losses.distill(functools.partial(logits_fn, w), s, t, mask, divergence=divergence,
-                        temperature=temp, chunk_size=CHUNK)
+                        temperature=temp, teacher_temperature=teacher_temp, chunk_size=CHUNK)
 
 
 @_jit_value_and_grad
@@ -110,9 +110,10 @@ def _count(mask):
 
 
 @functools.partial(_jit_value_and_grad, static=("divergence",))
-def ref_distill(w, s, t, mask, temp, divergence="forward_kl"):
+def ref_distill(w, s, t, mask, temp, teacher_temp=None, divergence="forward_kl"):
   logq = jax.nn.log_softmax(logits_fn(w, s) / temp)
-  per = temp**2 * _ref_per_token(_ref_teacher_logp(w, t, temp), logq, divergence)
+  logp = _ref_teacher_logp(w, t, temp if teacher_temp is None else teacher_temp)
+  per = temp**2 * _ref_per_token(logp, logq, divergence)
   return jnp.sum(per * mask), _count(mask)
 
 
@@ -160,6 +161,13 @@ def test_temperature_is_t_squared_times_softened_divergence(divergence, ensemble
   w, s, t, mask, _ = _data(seed=1, ensemble=ensemble)
   _assert_match(distill(w, s, t, mask, 2.0, divergence=divergence),
                 ref_distill(w, s, t, mask, 2.0, divergence=divergence))
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl"])
+def test_teacher_temperature_softens_the_teacher_side_only(divergence):
+  w, s, t, mask, _ = _data(seed=2)
+  _assert_match(distill(w, s, t, mask, 1.0, 0.5, divergence=divergence),
+                ref_distill(w, s, t, mask, 1.0, 0.5, divergence=divergence))
 
 
 def test_cross_entropy_matches_reference():
@@ -278,6 +286,8 @@ def test_bad_arguments_raise():
     losses.distill(fn, s, t, mask, divergence="kl")
   with pytest.raises(ValueError, match="temperature"):
     losses.distill(fn, s, t, mask, temperature=0.0)
+  with pytest.raises(ValueError, match="temperature"):
+    losses.distill(fn, s, t, mask, teacher_temperature=-1.0)
 
 
 # ----------------------------------------------------------------------------- memory

@@ -187,6 +187,10 @@ def test_bad_config_fails_fast(files):
   c.questions.answers = "teacher"
   with pytest.raises(ConfigError, match="questions.answers"):
     prompt_distill.validate(c)
+  c = _tiny_config(files)
+  c.loss.teacher_temperature = -0.5
+  with pytest.raises(ConfigError, match="loss.teacher_temperature"):
+    prompt_distill.validate(c)
   proc = subprocess.run([sys.executable, "-m", "launch.prompt_distill",
                          "--config=configs/prompt_distill.py:tiny", "--workdir=/tmp/never",
                          f"--config.model.path={files['model']}",
