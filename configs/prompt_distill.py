@@ -41,12 +41,13 @@ def get_config(arg: str = ""):
                 teacher_len=112, student_len=32, response_len=8, global_batch=8,
                 eval_examples=8)
   # T = 1, not the paper's 2: on 8 rd_facts documents with gold answers, T = 2 reached 23% held-out
-  # exact match after 6 epochs, T = 1 43% (issue 4's note). The teacher's side at T = 0.5
+  # exact match after 6 epochs, T = 1 43% (issue 4's note). The teacher's side at T = 0.25
   # sharpens the targets: the student learns the teacher's peak (" Orvax") rather than its
   # spread over openings like " The province of", which it would then prefer on held-out
   # paraphrases. On the default job's 697 pairs, 480 steps (held-out exact match / contains):
-  # both sides T = 1 55.5 / 67.2%, both T = 0.5 54.7 / 72.7%, teacher 0.5 57.0 / 75.0%.
-  c.loss.update(kl_weight=1.0, ce_weight=0.0, temperature=1.0, teacher_temperature=0.5,
+  # both sides at T = 1 55.5 / 67.2%, both at 0.5 54.7 / 72.7%, the teacher's alone at 0.5
+  # 57.0 / 75.0%, at 0.25 58.6 / 81.3%.
+  c.loss.update(kl_weight=1.0, ce_weight=0.0, temperature=1.0, teacher_temperature=0.25,
                 divergence="forward_kl")
   c.lora.update(rank=16, alpha=32.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
   c.teacher.cache = True  # one teacher pass over the pairs; every epoch after reuses its rows
