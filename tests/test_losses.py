@@ -164,7 +164,7 @@ def test_temperature_is_t_squared_times_softened_divergence(divergence, ensemble
 
 
 @pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl"])
-def test_teacher_temperature_softens_the_teacher_side_only(divergence):
+def test_teacher_temperature_applies_to_the_teacher_side_only(divergence):
   w, s, t, mask, _ = _data(seed=2)
   _assert_match(distill(w, s, t, mask, 1.0, 0.5, divergence=divergence),
                 ref_distill(w, s, t, mask, 1.0, 0.5, divergence=divergence))
