@@ -1,7 +1,9 @@
 """Tokenizers, from a Hugging Face directory or a GGUF file, never from the network.
 
-A GGUF file carries its tokenizer in metadata (`tokenizer.ggml.*`). transformers can convert it,
-but for a 262k-token vocabulary that takes ~30 s, so the converted tokenizer is saved under
+A GGUF file carries its tokenizer in metadata (`tokenizer.ggml.*`). transformers' GGUF tokenizer
+builders convert it; rd reads the metadata itself and hands it to them, because transformers' own
+GGUF reader imports torch, which rd does not install (a fresh `pip install -e .` has none). For a
+262k-token vocabulary the conversion takes ~30 s, so the converted tokenizer is saved under
 `$RD_CACHE_DIR/tokenizers/<name>-<key>/` (key: path, size and mtime of the GGUF) and loaded from
 there next time. The conversion is checked once against the metadata (every token string and
 special id), and every load checks that BOS/EOS are added as the model expects: Gemma's base
@@ -18,6 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from rd.cache import cache_dir
 from rd.embedded import resolve_model_path
@@ -76,7 +80,7 @@ def _convert_into(path: Path, cached: Path) -> None:
                                    path, cached)
   metadata = GGUFFile(path).metadata
   special = _expected_special_tokens(metadata, path)
-  tok = _auto_tokenizer(path.parent, gguf_file=path.name)
+  tok = _from_metadata(metadata)
   _check_vocabulary(tok, metadata, path)
   if (tok.add_bos_token, tok.add_eos_token) != (special["add_bos"], special["add_eos"]):
     # transformers normally follows the GGUF flags; where it does not, llama.cpp's behaviour wins.
@@ -94,6 +98,30 @@ def _convert_into(path: Path, cached: Path) -> None:
       raise
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_metadata(metadata: dict) -> PreTrainedTokenizerFast:
+  """What `AutoTokenizer.from_pretrained(dir, gguf_file=...)` builds, without its torch import:
+  transformers' key mapping, tokenizer builders and defaults, fed with our metadata."""
+  os.environ["HF_HUB_OFFLINE"] = "1"
+  # pylint: disable=import-outside-toplevel
+  from transformers import PreTrainedTokenizerFast
+  from transformers.integrations.gguf import gguf_tokenizer_mapping as hf_gguf
+  # pylint: enable=import-outside-toplevel
+  plain = lambda v: v.tolist() if isinstance(v, np.ndarray) else v  # noqa: E731
+  fields = {group: {name: plain(metadata[f"tokenizer.{key}"]) for key, name in keys.items()
+                    if f"tokenizer.{key}" in metadata}
+            for group, keys in hf_gguf.GGUF_TOKENIZER_MAPPING.items()}
+  spec, init = fields["tokenizer"], fields["tokenizer_config"]
+  if spec.get("tokenizer_type") == "llama":  # transformers' default for SentencePiece files
+    init.setdefault("add_bos_token", True)
+  tokens = spec["tokens"]
+  for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                    ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
+    token_id = metadata.get(f"tokenizer.ggml.{key}")
+    init[name] = tokens[int(token_id)] if token_id is not None else None
+  backend, extra = hf_gguf.convert_gguf_tokenizer(metadata["general.architecture"], spec)
+  return PreTrainedTokenizerFast(tokenizer_object=backend, **init, **extra)
 
 
 def _expected_special_tokens(metadata: dict, path: Path) -> dict:

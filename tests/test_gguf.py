@@ -8,6 +8,7 @@ GGUF loader. The `slow` tests use the real embedded Gemma 3 270M.
 
 import json
 import os
+import subprocess
 import sys
 import types
 
@@ -369,6 +370,43 @@ def test_gguf_tokenizer_is_converted_once_then_cached(tmp_path, monkeypatch):
   assert rd_tokenizer.load_tokenizer(entry)("Hello world").input_ids == ids  # a plain HF dir
 
 
+_TEXTS = ["Hello world", "  Hello   world!", "Hi.\nworld - HT", "<mask> Hello", "x\u00e9\u4f60"]
+
+
+def _same_tokenizer(ours, reference, texts=_TEXTS):
+  """The same backend (normalizer, pre-tokenizer, model, post-processor, decoder, added tokens)
+  and the same ids for every text."""
+  assert json.loads(ours.backend_tokenizer.to_str()) == json.loads(
+      reference.backend_tokenizer.to_str())
+  for text in texts:
+    assert ours(text).input_ids == reference(text).input_ids, text
+
+
+def test_gguf_tokenizer_matches_transformers_conversion(tmp_path, monkeypatch):
+  """rd feeds its own metadata reader to transformers' GGUF builders; the result must be what
+  `AutoTokenizer.from_pretrained(gguf_file=...)` builds (which needs torch)."""
+  monkeypatch.setenv("RD_CACHE_DIR", str(tmp_path / "cache"))
+  path = _tokenizer_gguf(tmp_path)
+  reference = transformers.AutoTokenizer.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path))
+  _same_tokenizer(rd_tokenizer.load_tokenizer(path), reference)
+
+
+def test_gguf_tokenizer_converts_without_torch(tmp_path):
+  """`pip install -e .` brings no torch, and transformers' GGUF reader imports it: the
+  conversion must not go through that reader."""
+  path = _tokenizer_gguf(tmp_path)
+  script = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
+            "from rd.tokenizer import load_tokenizer\n"
+            f"print(load_tokenizer({path!r})('Hello world').input_ids)")
+  env = {**os.environ, "RD_CACHE_DIR": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().splitlines()[-1] == str([BOS, TOKENS.index("Hello"),
+                                                      TOKENS.index("▁world")])
+
+
 def test_gguf_tokenizer_without_bos(tmp_path, monkeypatch):
   monkeypatch.setenv("RD_CACHE_DIR", str(tmp_path / "cache"))
   tok = rd_tokenizer.load_tokenizer(_tokenizer_gguf(tmp_path, add_bos=False))
@@ -438,3 +476,6 @@ def test_embedded_gemma3_tokenizer(gemma_path):
   assert ids[0] == 2 and ids.count(2) == 1 and ids[-1] != 1
   assert tok.decode(ids, skip_special_tokens=True) == text
   assert len(tok) == 262144
+  reference = transformers.AutoTokenizer.from_pretrained(
+      str(gemma_path.parent), gguf_file=gemma_path.name)
+  _same_tokenizer(tok, reference, [text, "<start_of_turn>user\nhi<end_of_turn>", "  \t\tx"])
