@@ -109,17 +109,27 @@ def _log_softmax(logits: jax.Array, temperature: float) -> jax.Array:
   return jax.nn.log_softmax(logits.astype(_F32) / temperature, axis=-1)
 
 
-def _teacher_log_probs(logits_fn: LogitsFn, h: jax.Array, temperature: float) -> jax.Array:
-  """h [c, K, d] -> log(mean_K softmax(logits / T)) [c, V], without gradient.
+def _teacher_log_probs(logits_fn: LogitsFn, h: jax.Array, temperature: float,
+                       teacher_temperature: float | None = None) -> jax.Array:
+  """h [c, K, d] -> the teacher's log-probs [c, V], without gradient.
 
-  The ensemble averages probabilities, not logits: logsumexp over K of the log-probs minus
-  log K. For K = 1 this is exactly the teacher's log-softmax.
+  One teacher (K = 1): log_softmax(logits / teacher_temperature). An ensemble averages the K
+  contexts' probabilities, not logits, at `temperature` (logsumexp over K minus log K); a
+  different `teacher_temperature` then sharpens or softens that mixture as one distribution
+  (p ** (temperature / teacher_temperature), renormalized): a sharp consensus, not a vote of
+  sharpened members, in which one confident context is outvoted by K - 1 that lack its example.
+  For K = 1 both readings are the same distribution. None: the same as `temperature`.
   """
   c, k, d = h.shape
-  log_p = _log_softmax(logits_fn(h.reshape(c * k, d)), temperature).reshape(c, k, -1)
-  if k == 1:  # a single teacher: skip a logsumexp pass over [c, V]
-    return jax.lax.stop_gradient(log_p[:, 0])
-  return jax.lax.stop_gradient(jax.nn.logsumexp(log_p, axis=1) - jnp.log(float(k)))
+  logits = logits_fn(h.reshape(c * k, d))
+  if k == 1:  # a single teacher: skip the mixture's logsumexp pass over [c, V]
+    own = temperature if teacher_temperature is None else teacher_temperature
+    return jax.lax.stop_gradient(_log_softmax(logits, own))
+  log_p = _log_softmax(logits, temperature).reshape(c, k, -1)
+  mixture = jax.nn.logsumexp(log_p, axis=1) - jnp.log(float(k))
+  if teacher_temperature is not None:
+    mixture = jax.nn.log_softmax(mixture * (temperature / teacher_temperature), axis=-1)
+  return jax.lax.stop_gradient(mixture)
 
 
 def _teacher_rows(teacher_h: jax.Array, student_ndim: int) -> jax.Array:
@@ -192,7 +202,8 @@ def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mas
       Python float or a traced scalar (e.g. annealed); only a Python float is validated > 0.
     teacher_temperature: the teacher side's T, if it differs (None: `temperature`). Below the
       student's it sharpens the targets, so the student learns a distribution peakier than the
-      teacher's (as DINO's teacher); the T**2 factor stays the student's.
+      teacher's (as DINO's teacher); the T**2 factor stays the student's. An ensemble's mixture
+      (at `temperature`) is sharpened as a whole: p ** (temperature / teacher_temperature).
     chunk_size: rows per chunk; peak memory is about chunk_size * V * (K + few) fp32.
 
   Returns:
@@ -201,8 +212,8 @@ def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mas
   if divergence not in _PER_TOKEN:
     raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
   _check_temperature(temperature)
-  teacher_temperature = temperature if teacher_temperature is None else teacher_temperature
-  _check_temperature(teacher_temperature)
+  if teacher_temperature is not None:
+    _check_temperature(teacher_temperature)
   if teacher_h.shape[-2:] != student_h.shape:
     raise ValueError(f"teacher_h {teacher_h.shape} must be [N, d] or [K, N, d] with "
                      f"[N, d] = student_h {student_h.shape}")
@@ -211,7 +222,7 @@ def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mas
 
   def rows(s_h, t_h):
     log_q = _log_softmax(logits_fn(s_h), temperature)
-    log_p = _teacher_log_probs(logits_fn, t_h, teacher_temperature)
+    log_p = _teacher_log_probs(logits_fn, t_h, temperature, teacher_temperature)
     return temperature**2 * per_token(log_p, log_q)
 
   teacher = _zero_masked(_teacher_rows(teacher_h, student_h.ndim), real)

@@ -84,11 +84,14 @@ def teacher_topk(w, t, mask, temp, k):
 # Straightforward full-vocab [N, V] versions.
 
 
-def _ref_teacher_logp(w, t, temp):
+def _ref_teacher_logp(w, t, temp, teacher_temp):
+  """The teacher's (or the ensemble's averaged) distribution at temp, then raised to the power
+  temp / teacher_temp and renormalized."""
   logp = jax.nn.log_softmax(logits_fn(w, t.reshape(-1, D)) / temp).reshape(*t.shape[:-1], V)
   if t.ndim == 3:  # ensemble: average the probabilities
     logp = jnp.log(jnp.mean(jnp.exp(logp), axis=0))
-  return jax.lax.stop_gradient(logp)
+  p = jnp.exp(logp) ** (temp / teacher_temp)
+  return jax.lax.stop_gradient(jnp.log(p / jnp.sum(p, -1, keepdims=True)))
 
 
 def _kl(p, logp, logq):
@@ -112,7 +115,7 @@ def _count(mask):
 @functools.partial(_jit_value_and_grad, static=("divergence",))
 def ref_distill(w, s, t, mask, temp, teacher_temp=None, divergence="forward_kl"):
   logq = jax.nn.log_softmax(logits_fn(w, s) / temp)
-  logp = _ref_teacher_logp(w, t, temp if teacher_temp is None else teacher_temp)
+  logp = _ref_teacher_logp(w, t, temp, temp if teacher_temp is None else teacher_temp)
   per = temp**2 * _ref_per_token(logp, logq, divergence)
   return jnp.sum(per * mask), _count(mask)
 
@@ -163,9 +166,12 @@ def test_temperature_is_t_squared_times_softened_divergence(divergence, ensemble
                 ref_distill(w, s, t, mask, 2.0, divergence=divergence))
 
 
-@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl"])
-def test_teacher_temperature_applies_to_the_teacher_side_only(divergence):
-  w, s, t, mask, _ = _data(seed=2)
+@pytest.mark.parametrize("divergence,ensemble",
+                         [("forward_kl", False), ("reverse_kl", False), ("forward_kl", True)],
+                         ids=["forward_kl", "reverse_kl", "forward_kl-ensemble3"])
+def test_teacher_temperature_applies_to_the_teacher_side_only(divergence, ensemble):
+  """A single teacher at its own T; an ensemble's mixture sharpened as one distribution."""
+  w, s, t, mask, _ = _data(seed=2, ensemble=ensemble)
   _assert_match(distill(w, s, t, mask, 1.0, 0.5, divergence=divergence),
                 ref_distill(w, s, t, mask, 1.0, 0.5, divergence=divergence))
 
