@@ -6,19 +6,25 @@ r"""Benchmarks that print a table. Medians over several runs; peers alternate wi
   python -m launch.bench --workload=w3 --vs_torch          # epochs over the same examples
   python -m launch.bench --workload=w1 --fake_devices=8 --mesh=4,1,2  # sharded over 8 CPUs
   python -m launch.bench --workload=sample --vs_torch      # sampling beside transformers
+  python -m launch.bench --workload=long --model=random:llama3-1b --dtype=bfloat16  # a GPU/TPU
 
 Distillation workloads (launch/bench_workloads.py), Gemma 3 270M fp32, LoRA rank 16 on q, k,
 v, o, forward KL at T = 1 over the full vocabulary, AdamW:
   w1: batch 4, teacher 256 tokens, student 64, 32 response tokens.
   w2: w1 where every 8 examples share one context; rd runs each context once per batch.
   w3: w1 for --epochs over --examples; rd caches the teacher's rows in epoch 1 (teacher.cache).
-The PyTorch peer (launch/bench_torch.py: transformers + PEFT, `logits_to_keep`) runs the same
-step, teacher included, every time.
+  long: batch 8, teacher 2048 tokens, student 512, 128 response tokens: the accelerator's
+        workload, on a 1B-class model with random weights (`--model=random:llama3-1b` or
+        `random:gemma3-1b`, bench_workloads.RANDOM_MODELS) in bf16.
+`--override=batch=16,remat=full` changes any workload field. The PyTorch peer
+(launch/bench_torch.py: transformers + PEFT, `logits_to_keep`) runs the same step, teacher
+included, every time.
 
 Columns: examples/s; tokens/s (teacher + student tokens); MFU = model FLOPs (bench_workloads.
-model_flops) per second over the fp32 matmul peak measured on the spot; compile (rd) or first
-call (torch) seconds. `--memory` runs each side in its own process and reports its peak
-resident memory (VmHWM) over the warm-up and timed steps, model weights included.
+model_flops) per second over the matmul peak measured on the spot in the weights' dtype (2048^3
+on the CPU, 8192^3 on an accelerator); compile (rd) or first call (torch) seconds. `--memory` runs each side
+in its own process and reports its peak resident memory (VmHWM) over the warm-up and timed steps,
+model weights included; on a GPU, each side's peak device memory as its framework counts it.
 
 Workload `sample`: batch 8, 64-token prompts, 32 new tokens, greedy, no early stop.
 """
@@ -28,14 +34,19 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("workload", "w1", ["w1", "w2", "w3", "sample"], "What to measure.")
-flags.DEFINE_string("model", "gemma3-270m", "HF directory, .gguf file, or 'gemma3-270m'.")
+flags.DEFINE_enum("workload", "w1", ["w1", "w2", "w3", "long", "sample"], "What to measure.")
+flags.DEFINE_string("model", "gemma3-270m", "HF directory, .gguf file, 'gemma3-270m', or "
+                    "random:NAME (a 1B-class shape with random weights; bench_workloads."
+                    "RANDOM_MODELS).")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "The base model's weights.")
+flags.DEFINE_list("override", [], "Workload fields to change, e.g. batch=16,remat=full.")
 flags.DEFINE_integer("runs", 5, "Timed runs per implementation (after one warm-up).")
 flags.DEFINE_bool("vs_torch", False, "Also time the PyTorch + transformers (+ PEFT) peer.")
 flags.DEFINE_enum("impl", "both", ["both", "rd", "torch"], "Which side(s) to run.")
@@ -67,11 +78,12 @@ def alternate(fns: dict, runs: int):
   return warm, times
 
 
-def matmul_peak_flops(n: int = 2048, runs: int = 10) -> float:
-  """Best fp32 FLOP/s of an n x n x n jitted matmul on the default device."""
+def matmul_peak_flops(dtype: str = "float32", runs: int = 10) -> float:
+  """Best FLOP/s of an n x n x n jitted matmul in `dtype` on the default device (n = 2048 on
+  the CPU, 8192 on an accelerator); random operands, as real weights are."""
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  x = jnp.ones((n, n), jnp.float32)
+  n = 2048 if jax.default_backend() == "cpu" else 8192
+  x = jax.random.normal(jax.random.key(0), (n, n), dtype)
   f = jax.jit(lambda a: a @ a)
   f(x).block_until_ready()
   best = min(_timed(lambda: f(x).block_until_ready()) for _ in range(runs))
@@ -105,12 +117,31 @@ def _sides() -> list[str]:
 
 
 def _load(path_flag: str, mesh=None):
-  """The base model (placed with rd's parameter shardings over `mesh`) and its local path."""
+  """The base model (placed with rd's parameter shardings over `mesh`) and its local path
+  (None for random weights)."""
+  from launch import bench_workloads as bw  # pylint: disable=import-outside-toplevel
   from rd import sharding  # pylint: disable=import-outside-toplevel
   from rd.embedded import resolve_model_path  # pylint: disable=import-outside-toplevel
   from rd.weights.load import load_model  # pylint: disable=import-outside-toplevel
+  if path_flag.startswith("random:"):
+    base = bw.random_model(path_flag.removeprefix("random:"), FLAGS.dtype, mesh or _mesh())
+    if "torch" not in _sides():
+      return base, None
+    from rd.weights.export import save_hf  # pylint: disable=import-outside-toplevel
+    path = os.path.join(tempfile.mkdtemp(prefix="rd-bench-"), "model")  # the peer reads it
+    save_hf(base, path)
+    return base, path
   placement = sharding.param_sharding_fn(mesh) if mesh is not None else None
-  return load_model(path_flag, sharding=placement), str(resolve_model_path(path_flag))
+  return (load_model(path_flag, dtype=FLAGS.dtype, sharding=placement),
+          str(resolve_model_path(path_flag)))
+
+
+def _torch_model(path: str):
+  """The PyTorch peer's model: on the GPU when JAX has one, in the weights' dtype."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from launch import bench_torch  # pylint: disable=import-outside-toplevel
+  device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+  return bench_torch.load_model(path, FLAGS.dtype, device)
 
 
 def _mesh():
@@ -121,9 +152,9 @@ def _mesh():
 def _step_fns(workload: str, base, path: str, sides: list[str], mesh):
   """{side: one-step fn}, with each side's batch and the model FLOPs of rd's step."""
   from launch import bench_torch, bench_workloads as bw  # pylint: disable=import-outside-toplevel
-  w = bw.WORKLOADS[workload]
+  w = bw.workload(workload, FLAGS.override)
   spec = base.spec
-  shared = workload == "w2"
+  shared = w.share > 1
   fns = {}
   if "rd" in sides:
     rd_batch = bw.make_batches(w, w.batch, spec.vocab_size, spec.bos_token_id or 2,
@@ -133,7 +164,7 @@ def _step_fns(workload: str, base, path: str, sides: list[str], mesh):
   if "torch" in sides:
     torch_batch = bw.make_batches(w, w.batch, spec.vocab_size, spec.bos_token_id or 2,
                                   shared_prefix=False)[0]
-    fns[TORCH] = bench_torch.distill_step_fn(bench_torch.load_model(path), torch_batch,
+    fns[TORCH] = bench_torch.distill_step_fn(_torch_model(path), torch_batch,
                                              rank=w.rank, alpha=2.0 * w.rank,
                                              targets=w.targets, lr=w.lr,
                                              temperature=w.temperature)
@@ -147,15 +178,23 @@ def bench_step(workload: str):
   mesh = _mesh()
   base, path = _load(FLAGS.model, mesh)
   fns, w, flops = _step_fns(workload, base, path, _sides(), mesh)
-  peak = matmul_peak_flops()
+  peak = matmul_peak_flops(FLAGS.dtype)
+  on_cpu = jax.default_backend() == "cpu"
   alone = FLAGS.memory and len(fns) == 1  # this process runs one side: its peak is that side's
-  if alone:
+  if alone and on_cpu:
     _peak_rss_reset()
   warm, times = alternate(fns, FLAGS.runs)
-  if alone:
+  if not FLAGS.memory:
+    memory = {}
+  elif not on_cpu:  # each framework's own count of device memory
+    memory = {RD: max(d.memory_stats().get("peak_bytes_in_use", 0) for d in jax.local_devices())}
+    if TORCH in fns:
+      import torch  # pylint: disable=import-outside-toplevel
+      memory[TORCH] = torch.cuda.max_memory_allocated()
+  elif alone:
     memory = {name: _peak_rss_bytes() for name in fns}
   else:
-    memory = _memory_in_subprocesses() if FLAGS.memory else {}
+    memory = _memory_in_subprocesses()
   tokens = w.batch * (w.teacher_len + w.student_len)
   medians = {name: statistics.median(t) for name, t in times.items()}
   rows = []
@@ -165,9 +204,10 @@ def bench_step(workload: str):
                  f"{min(t):.3f}-{max(t):.3f}", f"{100 * flops / m / peak:.1f}",
                  f"{memory[name] / 2**30:.2f}" if name in memory else "-",
                  f"{warm[name]:.1f}", f"{m / medians[RD]:.2f}x" if RD in medians else "-"])
-  print(f"\n{workload}: batch {w.batch}, teacher {w.teacher_len}, student {w.student_len}, "
-        f"response {w.response_len}, share {w.share}; {FLAGS.runs} runs, medians; "
-        f"{jax.device_count()} device(s), matmul peak {peak / 1e9:.0f} GFLOP/s")
+  print(f"\n{workload}: {FLAGS.model} {FLAGS.dtype}, batch {w.batch}, teacher {w.teacher_len}, "
+        f"student {w.student_len}, response {w.response_len}, share {w.share}, remat {w.remat}; "
+        f"{FLAGS.runs} runs, medians; {jax.device_count()} {jax.default_backend()} device(s), "
+        f"matmul peak {peak / 1e9:.0f} GFLOP/s, model {flops / 1e9:.1f} GFLOP a step")
   print(format_table(rows, ["impl", "examples/s", "tokens/s", "s/step", "range", "MFU %",
                             "peak GiB", "compile s", "time vs rd"]))
   _print_json(workload, {name: {"median_s": medians[name], "examples_per_s": w.batch / medians[name],
@@ -179,7 +219,8 @@ def _memory_in_subprocesses() -> dict[str, int]:
   memory = {}
   for side, name in (("rd", RD), ("torch", TORCH)):
     args = [sys.executable, "-m", "launch.bench", f"--workload={FLAGS.workload}",
-            f"--model={FLAGS.model}", f"--impl={side}", "--memory", "--runs=2"]
+            f"--model={FLAGS.model}", f"--dtype={FLAGS.dtype}",
+            f"--override={','.join(FLAGS.override)}", f"--impl={side}", "--memory", "--runs=2"]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     result = [json.loads(line[5:]) for line in out.splitlines() if line.startswith("JSON ")][-1]
     memory[name] = result["sides"][name]["peak_bytes"]
@@ -196,7 +237,7 @@ def bench_epochs():
   from launch import bench_torch, bench_workloads as bw  # pylint: disable=import-outside-toplevel
   from rd import teacher_cache  # pylint: disable=import-outside-toplevel
   from rd.metrics import format_table  # pylint: disable=import-outside-toplevel
-  w = bw.WORKLOADS["w3"]
+  w = bw.workload("w3", FLAGS.override)
   mesh = _mesh()
   base, path = _load(FLAGS.model, mesh)
   spec = base.spec
@@ -215,7 +256,7 @@ def bench_epochs():
 
   sides = {RD: rd_epoch}
   if "torch" in _sides():
-    torch_step = bench_torch.distill_step_fn(bench_torch.load_model(path), batches[0],
+    torch_step = bench_torch.distill_step_fn(_torch_model(path), batches[0],
                                              rank=w.rank, alpha=2.0 * w.rank, targets=w.targets,
                                              lr=w.lr, temperature=w.temperature)
     sides[TORCH] = lambda: [torch_step() for _ in batches]  # same shapes every batch

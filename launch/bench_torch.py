@@ -1,7 +1,8 @@
 """The PyTorch peers of `launch/bench.py`: what a user would write with transformers and PEFT.
 
-Needs the test extra (`pip install -e '.[test]'`: torch, peft). Everything runs on the CPU in
-fp32, like rd's side; nothing is downloaded (the model is read from the same local files).
+Needs the test extra (`pip install -e '.[test]'`: torch, peft). The model runs where rd's does
+(the CPU, or the GPU when JAX has one) in the same dtype; nothing is downloaded (the model is read
+from the same local files).
 """
 
 from __future__ import annotations
@@ -11,19 +12,19 @@ import os
 import numpy as np
 
 
-def load_model(path: str):
+def load_model(path: str, dtype: str = "float32", device: str = "cpu"):
   """transformers' model for an HF directory or a .gguf file (which transformers dequantizes)."""
   os.environ["HF_HUB_OFFLINE"] = "1"
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
-  path = str(path)
+  path, dtype = str(path), getattr(torch, dtype)
   if path.endswith(".gguf"):
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=dtype)
   else:
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-  return model.eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+  return model.to(device).eval()
 
 
 def generate_fn(model, prompts: np.ndarray, new_tokens: int):
@@ -57,10 +58,11 @@ def distill_step_fn(model, batch: dict[str, np.ndarray], *, rank: int, alpha: fl
       target_modules=[f"{t}_proj" for t in targets]))
   params = [p for p in student_model.parameters() if p.requires_grad]
   optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-  teacher_ids = torch.tensor(batch["teacher_tokens"])
-  student_ids = torch.tensor(batch["student_tokens"])
+  device = model.device
+  teacher_ids = torch.tensor(batch["teacher_tokens"], device=device)
+  student_ids = torch.tensor(batch["student_tokens"], device=device)
   rows = batch["row_mask"].shape[1]
-  mask = torch.tensor(batch["row_mask"], dtype=torch.float32)
+  mask = torch.tensor(batch["row_mask"], dtype=torch.float32, device=device)
 
   def response_logits(ids):  # logits at the R rows that predict the response tokens
     logits = student_model(input_ids=ids, logits_to_keep=rows + 1).logits[:, :-1]
@@ -75,5 +77,5 @@ def distill_step_fn(model, batch: dict[str, np.ndarray], *, rank: int, alpha: fl
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+    return loss.item()  # waits for the step
   return step

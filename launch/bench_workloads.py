@@ -29,6 +29,7 @@ class Workload:
   targets: tuple[str, ...] = ("q", "k", "v", "o")
   temperature: float = 1.0
   lr: float = 1e-4
+  remat: str = "none"  # the student's layer remat policy (rd.models.decoder.REMAT_POLICIES)
 
   @property
   def context_len(self) -> int:
@@ -39,7 +40,48 @@ WORKLOADS = {
     "w1": Workload(),
     "w2": Workload(share=8),
     "w3": Workload(),  # W1's examples for several epochs, the teacher cached after the first
+    # Accelerator scale: teacher sequences of 2048 tokens (for a 1B-class model in bf16).
+    "long": Workload(batch=8, teacher_len=2048, student_len=512, response_len=128),
 }
+
+# Hugging Face configs of 1B-class models, for `random:NAME` (random weights: speed only).
+RANDOM_MODELS = {
+    "gemma3-1b": dict(  # Gemma 3 1B's shapes: 26 layers, 5 of 6 sliding
+        model_type="gemma3_text", vocab_size=262_144, hidden_size=1152, intermediate_size=6912,
+        num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
+        sliding_window=512, query_pre_attn_scalar=256, bos_token_id=2, eos_token_id=1,
+        layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
+                     for i in range(26)]),
+    "llama3-1b": dict(  # Llama 3.2 1B's shapes
+        model_type="llama", vocab_size=128_256, hidden_size=2048, intermediate_size=8192,
+        num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+        rope_theta=500_000.0, tie_word_embeddings=True, bos_token_id=128_000,
+        eos_token_id=128_001),
+}
+
+
+def workload(name: str, overrides: list[str]) -> Workload:
+  """`WORKLOADS[name]` with `field=value` overrides (e.g. `batch=16`), each checked by name."""
+  w = WORKLOADS[name]
+  fields = {f.name: f.type for f in dataclasses.fields(Workload)}
+  changes = {}
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    if not sep or key not in fields:
+      raise ValueError(f"--override {item!r}: use field=value with a field of {sorted(fields)}")
+    kind = type(getattr(w, key))
+    changes[key] = tuple(value.split("+")) if kind is tuple else kind(value)
+  return dataclasses.replace(w, **changes)
+
+
+def random_model(name: str, dtype, mesh):
+  """A `RANDOM_MODELS[name]` decoder with random weights, placed with rd's shardings."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from rd.models import Decoder, from_hf_config  # pylint: disable=import-outside-toplevel
+  if name not in RANDOM_MODELS:
+    raise ValueError(f"--model=random:{name}: unknown; use one of {sorted(RANDOM_MODELS)}")
+  spec = from_hf_config(RANDOM_MODELS[name], source=f"random:{name}")
+  return sharding.place_params(Decoder(spec, dtype=dtype, rngs=nnx.Rngs(0)), mesh)
 
 
 def make_batches(w: Workload, num_examples: int, vocab: int, bos: int, *,
@@ -100,7 +142,7 @@ class RdStep:
     self.base, self.mesh = base, mesh
     optimizer = distill.make_optimizer(distill.OptimConfig(lr=w.lr, warmup_steps=0,
                                                            total_steps=10**6))
-    loss_cfg = distill.LossConfig(temperature=w.temperature)
+    loss_cfg = distill.LossConfig(temperature=w.temperature, remat=w.remat)
     lora = lora_lib.init(base.spec, lora_lib.LoraConfig(rank=w.rank, alpha=2.0 * w.rank,
                                                         targets=w.targets), jax.random.key(0))
     replicated = sharding.replicated(mesh)

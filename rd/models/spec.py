@@ -67,11 +67,14 @@ class ModelSpec:
     return self.sliding_layers or (False,) * self.num_layers
 
   def flops_per_token(self, context: int = 0) -> float:
-    """Forward FLOPs per token: 2 x matmul parameters, plus attention over `context` keys."""
+    """Forward FLOPs per token: 2 x matmul parameters, plus attention over `context` keys
+    (at most the window on sliding layers)."""
     d, h, kv, hd, f = (self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim,
                        self.intermediate_size)
-    per_layer = 2 * (d * h * hd * 2 + d * kv * hd * 2 + 3 * d * f) + 4 * h * hd * context
-    return self.num_layers * per_layer + 2 * d * self.vocab_size
+    matmuls = 2 * (d * h * hd * 2 + d * kv * hd * 2 + 3 * d * f)
+    keys = sum(min(context, self.sliding_window) if sliding else context
+               for sliding in self.is_sliding)
+    return self.num_layers * matmuls + 4 * h * hd * keys + 2 * d * self.vocab_size
 
 
 def _rope_from_dict(params: dict[str, Any], field: str) -> Rope:
