@@ -81,8 +81,22 @@ def attention_mask(q_pos, q_seg, k_pos, k_seg, window=None):
   return allowed
 
 
-def attend(q, k, v, mask, scale):
+def attention_implementation(q, decoding: bool) -> str:
+  """"cudnn" (flash attention: no [T, S] logits in memory) for bf16/fp16 on a GPU outside
+  decoding, where cuDNN takes the head size; "xla" (below) everywhere else."""
+  d = q.shape[-1]
+  if (jax.default_backend() == "gpu" and not decoding and d % 8 == 0 and d <= 256
+      and q.dtype in (jnp.bfloat16, jnp.float16)):
+    return "cudnn"
+  return "xla"
+
+
+def attend(q, k, v, mask, scale, implementation: str = "xla"):
   """Grouped-query attention. q [B,T,H,D], k/v [B,K,S,D], mask [B,T,S]; softmax in fp32."""
+  if implementation == "cudnn":  # the mask becomes an additive bias inside; no gradient to it
+    out = jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
+                                       mask=mask[:, None], scale=scale, implementation="cudnn")
+    return out.reshape(*q.shape[:2], -1)
   b, t, h, d = q.shape
   groups = h // k.shape[1]
   q = q.reshape(b, t, k.shape[1], groups, d)
@@ -124,7 +138,8 @@ class Attention(nnx.Module):
       cache = KV(*(jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype), at)
                    for c, new in ((cache.k, k), (cache.v, v))))
       k, v = cache.k[layer], cache.v[layer]
-    out = attend(q, k, v, mask, self.logit_scale)
+    out = attend(q, k, v, mask, self.logit_scale,
+                 attention_implementation(q, decoding=cache is not None))
     return self.o(out, lora.get("o"), lora_scale), cache
 
 
