@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from rd.data import addition
 from rd.data.examples import Example
 from rd.data.packing import pack, pack_batch
 from rd.data.templates import QA, Template
@@ -182,3 +183,24 @@ def test_pack_segments_count_up_and_overflow_raises():
   assert out["row_index"].tolist() == [0, 0, 1] and out["rows"][:, 0].tolist() == [0, 2, 0]
   with pytest.raises(ValueError, match="do not fit"):
     pack(tokens, positions, segments, rows, num_rows=1)
+
+
+@pytest.mark.parametrize("make", [tiny_tokenizer, addition.char_tokenizer])
+def test_fast_encode_gives_the_tokenizers_own_ids(make):
+  tok = make()
+  featurizer = Featurizer(tok, QA, BUCKETS)
+  assert featurizer._backend is not None  # pylint: disable=protected-access
+  texts = ["12+345=", " leading space", "two\nlines\n", "trailing ", "<bos>x<eos>", "ünï ✓",
+           "Question: who?\nAnswer:", "0123456789+=,;"]
+  for text in texts:
+    assert featurizer.encode(text) == list(tok.encode(text, add_special_tokens=False)), text
+
+
+def test_encode_without_a_fast_backend_uses_the_tokenizer():
+  class Plain:  # any object with encode() and the special ids
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def encode(self, text, add_special_tokens=False):
+      return [ord(ch) for ch in text]
+  featurizer = Featurizer(Plain(), QA, BUCKETS)
+  assert featurizer.encode("ab") == [97, 98] and featurizer.encode("") == []
