@@ -63,7 +63,7 @@ RANDOM_MODELS = {
 def workload(name: str, overrides: list[str]) -> Workload:
   """`WORKLOADS[name]` with `field=value` overrides (e.g. `batch=16`), each checked by name."""
   w = WORKLOADS[name]
-  fields = {f.name: f.type for f in dataclasses.fields(Workload)}
+  fields = {f.name for f in dataclasses.fields(Workload)}
   changes = {}
   for item in overrides:
     key, sep, value = item.partition("=")

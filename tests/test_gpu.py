@@ -15,6 +15,7 @@ def test_attention_is_xla_off_the_gpu_and_when_decoding():
   q = jnp.zeros((1, 4, 2, 64), jnp.bfloat16)
   assert attention_implementation(q, decoding=True) == "xla"
   assert attention_implementation(q.astype(jnp.float32), decoding=False) == "xla"
+  assert attention_implementation(q[:, :3], decoding=False) == "xla"  # odd length
   assert attention_implementation(q, decoding=False) == ("cudnn" if on_gpu else "xla")
 
 

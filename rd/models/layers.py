@@ -83,10 +83,11 @@ def attention_mask(q_pos, q_seg, k_pos, k_seg, window=None):
 
 def attention_implementation(q, decoding: bool) -> str:
   """"cudnn" (flash attention: no [T, S] logits in memory) for bf16/fp16 on a GPU outside
-  decoding, where cuDNN takes the head size; "xla" (below) everywhere else."""
-  d = q.shape[-1]
+  decoding, where cuDNN takes the shape (head size a multiple of 8 up to 256; with a mask, an
+  even length); "xla" (below) everywhere else."""
+  t, d = q.shape[1], q.shape[-1]
   if (jax.default_backend() == "gpu" and not decoding and d % 8 == 0 and d <= 256
-      and q.dtype in (jnp.bfloat16, jnp.float16)):
+      and t % 2 == 0 and q.dtype in (jnp.bfloat16, jnp.float16)):
     return "cudnn"
   return "xla"
 
