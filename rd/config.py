@@ -36,9 +36,10 @@ def base_config() -> ml_collections.ConfigDict:
   # checkpoint directory (the workdir of an earlier run). cache: run the teacher once over the
   # training examples and reuse its response rows every epoch (exact; rd/teacher_cache.py).
   c.teacher = dict(lora_workdir="", cache=False)
+  # workers: processes that featurize training batches (grain's mp_prefetch; 0: in this one).
   c.data = dict(train="", eval="", template_teacher="{context}\n\n{query}",
                 template_student="{query}", teacher_len=256, student_len=128, response_len=32,
-                add_eos=False, global_batch=8, seed=0, eval_examples=64)
+                add_eos=False, global_batch=8, seed=0, eval_examples=64, workers=0)
   # teacher_temperature: the teacher side's T when it differs from temperature (0: the same).
   c.loss = dict(kl_weight=1.0, divergence="forward_kl", temperature=1.0, teacher_temperature=0.0,
                 ce_weight=0.0, hidden_weight=0.0, hidden_layers=(), chunk_size=256, remat="none")
@@ -75,6 +76,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(os.path.isdir(c.teacher.lora_workdir), "teacher.lora_workdir",
            f"{c.teacher.lora_workdir!r} is not a directory")
   _check(c.data.global_batch > 0, "data.global_batch", "must be > 0")
+  _check(c.data.workers >= 0, "data.workers", "must be >= 0 (0: featurize in this process)")
   _check(c.data.response_len < min(c.data.teacher_len, c.data.student_len), "data.response_len",
          "must be shorter than data.teacher_len and data.student_len")
   _check(c.loss.divergence in DIVERGENCES, "loss.divergence", f"choose from {DIVERGENCES}")

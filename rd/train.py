@@ -46,11 +46,12 @@ class NonFiniteLossError(RuntimeError):
   pass
 
 
-def _data(c, examples, tokenizer, *, shuffle, epochs, seed):
+def _data(c, examples, tokenizer, *, shuffle, epochs, seed, workers=0):
   template = Template(teacher=c.data.template_teacher, student=c.data.template_student)
   return make_iterator(examples, tokenizer, template, global_batch=c.data.global_batch,
                        buckets=config_lib.buckets(c), seed=seed, num_epochs=epochs,
-                       shuffle=shuffle, drop_remainder=shuffle, add_eos=c.data.add_eos)
+                       shuffle=shuffle, drop_remainder=shuffle, add_eos=c.data.add_eos,
+                       workers=workers)
 
 
 def evaluate(eval_fn, params, base, teacher_lora, examples, c, tokenizer, mesh) -> dict[str, float]:
@@ -123,7 +124,8 @@ def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   train_examples = sources.load(c.data.train)
   eval_examples = sources.load(c.data.eval)[:c.data.eval_examples] if c.data.eval else (
       train_examples[:c.data.eval_examples])
-  iterator = _data(c, train_examples, tokenizer, shuffle=True, epochs=None, seed=c.data.seed)
+  iterator = _data(c, train_examples, tokenizer, shuffle=True, epochs=None, seed=c.data.seed,
+                   workers=c.data.workers)
   cache = (build_teacher_cache(c, base, teacher_lora, train_examples, tokenizer, mesh, loss_cfg)
            if c.teacher.cache and (loss_cfg.kl_weight or loss_cfg.hidden_weight) else None)
   step_batch = cache.attach if cache else (lambda batch: batch)  # noqa: E731

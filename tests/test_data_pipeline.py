@@ -49,6 +49,20 @@ def test_restored_state_gives_identical_next_batches():
       np.testing.assert_array_equal(got[key], want[key])
 
 
+def test_worker_processes_give_the_same_batches_and_resume():
+  """`workers` (grain's mp_prefetch) is a speed option only: batches and state as in-process."""
+  want = list(itertools.islice(iterator(), 12))
+  it = iterator(workers=2)
+  got = [next(it) for _ in range(5)]
+  state = it.get_state()
+  fresh = iterator(workers=2)
+  fresh.set_state(state)
+  got += [next(fresh) for _ in range(7)]  # resumed across the epoch boundary
+  for w, g in zip(want, got, strict=True):
+    for key in w:
+      np.testing.assert_array_equal(g[key], w[key])
+
+
 def test_orbax_round_trip(tmp_path):
   import grain
   import orbax.checkpoint as ocp

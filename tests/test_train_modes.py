@@ -77,3 +77,10 @@ def test_full_training_rejects_lora_only_settings(files, field, value):
   c[section][name] = value
   with pytest.raises(ConfigError, match="train.trainable"):
     validate(c)
+
+
+def test_negative_data_workers_is_rejected(files):
+  c = _full(files, 5)
+  c.data.workers = -1
+  with pytest.raises(ConfigError, match="data.workers"):
+    validate(c)

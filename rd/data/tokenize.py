@@ -114,6 +114,14 @@ class OverflowCounter:
     if n & (n - 1) == 0:
       logging.warning("data: %s truncated %d time(s) so far; latest: %s", kind, n, message)
 
+  # Picklable for grain's worker processes (`data.workers`): each worker counts its own.
+  def __getstate__(self):
+    return {"counts": self.counts}
+
+  def __setstate__(self, state):
+    self._lock = threading.Lock()
+    self.counts = state["counts"]
+
 
 class Featurizer:
   """Example -> `Tokenized`, with the tokenizer, template and length limits bound.
