@@ -190,9 +190,9 @@ def test_config_validation():
 def test_prompt_templates(small):
   e = small["train"][0]
   assert facts.QA_TEMPLATE.teacher == facts.TEACHER_TEMPLATE
-  assert facts.QA_TEMPLATE.student_prompt(e) == f"Question: {e.query}\nAnswer:"
+  assert facts.QA_TEMPLATE.student_prompt(e) == f"{facts.FORMAT_SHOT}Question: {e.query}\nAnswer:"
   (teacher,) = facts.QA_TEMPLATE.teacher_prompts(e)
-  assert teacher == f"{e.context}\n\nQuestion: {e.query}\nAnswer:"
+  assert teacher == f"{e.context}\n\n{facts.FORMAT_SHOT}Question: {e.query}\nAnswer:"
   assert (teacher + e.response).endswith(f"Answer: {e.meta['answer']}\n")
 
 

@@ -27,8 +27,8 @@ As `Example`s (`make_splits`):
 template (its index in the fact's template list), question_set ("train"/"heldout").
 
 Prompts for a small *base* model (Gemma 3 270M): `TEACHER_TEMPLATE` puts the document before
-"Question: ...\\nAnswer:", `STUDENT_TEMPLATE` is the same without it (`QA_TEMPLATE` is the
-pair as an `rd.data.templates.Template`).
+one worked question (`FORMAT_SHOT`) and "Question: ...\\nAnswer:", `STUDENT_TEMPLATE` is the
+same without the document (`QA_TEMPLATE` is the pair as an `rd.data.templates.Template`).
 
 Scoring: `normalize_answer` (SQuAD-style), `exact_match`, `contains_answer`, and
 `answer_span` to cut a sampled completion at its first line.
@@ -53,8 +53,14 @@ from rd.data.templates import Template
 # ----------------------------------------------------------------------------------------------
 # Prompt templates and response format.
 
-TEACHER_TEMPLATE = "{context}\n\nQuestion: {query}\nAnswer:"
-STUDENT_TEMPLATE = "Question: {query}\nAnswer:"
+# One neutral worked question shows the answer format (a few words, no sentence) to both sides;
+# after the document, so its content cannot stand in for the document's. Gemma 3 270M with the
+# document, on rd_facts/small's 128 held-out questions: exact match 74.2% without it, 85.9% with
+# it (78.9% with it before the document; 68.0% with "capital of France? Paris", whose entities
+# leaked into the answers). Issue 4's notes.
+FORMAT_SHOT = "Question: How many days are in a week?\nAnswer: seven\n\n"
+TEACHER_TEMPLATE = "{context}\n\n" + FORMAT_SHOT + "Question: {query}\nAnswer:"
+STUDENT_TEMPLATE = FORMAT_SHOT + "Question: {query}\nAnswer:"
 QA_TEMPLATE = Template(teacher=TEACHER_TEMPLATE, student=STUDENT_TEMPLATE)
 RESPONSE_FORMAT = " {answer}\n"  # the Example.response of a QA pair
 
