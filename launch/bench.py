@@ -22,9 +22,16 @@ included, every time.
 
 Columns: examples/s; tokens/s (teacher + student tokens); MFU = model FLOPs (bench_workloads.
 model_flops) per second over the matmul peak measured on the spot in the weights' dtype (2048^3
-on the CPU, 8192^3 on an accelerator); compile (rd) or first call (torch) seconds. `--memory` runs each side
-in its own process and reports its peak resident memory (VmHWM) over the warm-up and timed steps,
-model weights included; on a GPU, each side's peak device memory as its framework counts it.
+on the CPU, 8192^3 on an accelerator); compile (rd) or first call (torch) seconds; peak memory.
+
+On the CPU, `--vs_torch` runs each side in a process of its own (`--serve`), the job alternating
+their steps: in one process, each framework's idle thread pool and the memory the other just
+freed slowed the next side's step (rd's W1 step took 3.96 s after the peer's against 3.18 s
+alone). Each process reports its peak resident memory (VmHWM) over the warm-up and timed
+steps, model weights included (the peer's process never loads rd's). rd keeps freed memory in
+its process (rd/xla_cpu.py); the peer keeps glibc's defaults, as a PyTorch user's loop does,
+unless `--peer_rd_malloc`. `--memory` with one side reports that process's peak; on a GPU,
+each side's peak device memory as its framework counts it.
 
 Workload `sample`: batch 8, 64-token prompts, 32 new tokens, greedy, no early stop.
 """
@@ -50,7 +57,13 @@ flags.DEFINE_list("override", [], "Workload fields to change, e.g. batch=16,rema
 flags.DEFINE_integer("runs", 5, "Timed runs per implementation (after one warm-up).")
 flags.DEFINE_bool("vs_torch", False, "Also time the PyTorch + transformers (+ PEFT) peer.")
 flags.DEFINE_enum("impl", "both", ["both", "rd", "torch"], "Which side(s) to run.")
-flags.DEFINE_bool("memory", False, "Measure each side's peak memory in a process of its own.")
+flags.DEFINE_bool("memory", False, "Report peak memory (always, when each side runs in its own "
+                  "process).")
+flags.DEFINE_bool("serve", False, "Internal: run one side's step in this process, driven over "
+                  "stdin by the job that alternates the sides.")
+flags.DEFINE_bool("peer_rd_malloc", False, "Give the PyTorch peer's process rd's malloc "
+                  "settings too (rd/xla_cpu.py); by default it keeps glibc's, as a PyTorch "
+                  "user's loop does.")
 flags.DEFINE_integer("fake_devices", 0, "Split the CPU into this many XLA devices.")
 flags.DEFINE_list("mesh", ["-1", "1", "1"], "data,fsdp,tensor sizes of rd's mesh.")
 flags.DEFINE_integer("examples", 16, "w3: examples per epoch.")
@@ -149,11 +162,21 @@ def _mesh():
   return sharding.make_mesh(*(int(s) for s in FLAGS.mesh))
 
 
-def _step_fns(workload: str, base, path: str, sides: list[str], mesh):
-  """{side: one-step fn}, with each side's batch and the model FLOPs of rd's step."""
+def _model(sides: list[str], mesh):
+  """(spec, rd's base model or None, the peer's model path or None). rd's weights are loaded
+  only in a process that runs rd, so the peer's memory never counts them."""
+  if "rd" in sides or FLAGS.model.startswith("random:"):
+    base, path = _load(FLAGS.model, mesh)
+    return base.spec, base, path
+  from rd.embedded import resolve_model_path  # pylint: disable=import-outside-toplevel
+  from rd.weights.load import open_checkpoint  # pylint: disable=import-outside-toplevel
+  return open_checkpoint(FLAGS.model)[0], None, str(resolve_model_path(FLAGS.model))
+
+
+def _step_fns(workload: str, spec, base, path: str, sides: list[str], mesh):
+  """{side: one-step fn}, with each side's batch, the workload and the model FLOPs of rd's step."""
   from launch import bench_torch, bench_workloads as bw  # pylint: disable=import-outside-toplevel
   w = bw.workload(workload, FLAGS.override)
-  spec = base.spec
   shared = w.share > 1
   fns = {}
   if "rd" in sides:
@@ -171,30 +194,92 @@ def _step_fns(workload: str, base, path: str, sides: list[str], mesh):
   return fns, w, bw.model_flops(spec, w, shared_prefix=shared)
 
 
+def _serve(workload: str, mesh) -> None:
+  """One side's step in this process: READY (warm-up seconds), then a TIME line per "run" read
+  from stdin, and PEAK (resident bytes over the warm-up and runs, weights included) at the end."""
+  spec, base, path = _model(_sides(), mesh)
+  (fn,) = _step_fns(workload, spec, base, path, _sides(), mesh)[0].values()
+  _peak_rss_reset()
+  print(f"READY {_timed(fn)}", flush=True)
+  for line in sys.stdin:
+    if line.strip() != "run":
+      break
+    print(f"TIME {_timed(fn)}", flush=True)
+  print(f"PEAK {_peak_rss_bytes()}", flush=True)
+
+
+def _reply(worker: subprocess.Popen, key: str) -> float:
+  for line in worker.stdout:
+    if line.startswith(key + " "):
+      return float(line.split()[1])
+  raise RuntimeError(f"a bench worker ended (exit {worker.wait()}) before it said {key}; "
+                     "its error is printed above")
+
+
+def alternate_in_workers(workload: str, model: str, runs: int):
+  """`alternate`, with each side in a process of its own (`--serve`): its own threads, allocator
+  and settings, so neither side's leftovers (idle thread pools, freed memory) slow the other.
+  The peer keeps glibc's malloc unless --peer_rd_malloc. Returns warm, times, peak memory."""
+  workers = {}
+  for side, name in (("rd", RD), ("torch", TORCH)):
+    env = dict(os.environ)
+    if side == "torch" and not FLAGS.peer_rd_malloc:
+      env["RD_SYSTEM_MALLOC"] = "1"
+    args = [sys.executable, "-m", "launch.bench", f"--workload={workload}", f"--model={model}",
+            f"--dtype={FLAGS.dtype}", f"--override={','.join(FLAGS.override)}",
+            f"--mesh={','.join(FLAGS.mesh)}", f"--fake_devices={FLAGS.fake_devices}",
+            f"--impl={side}", "--serve"]
+    workers[name] = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
+  warm = {name: _reply(worker, "READY") for name, worker in workers.items()}
+  times = {name: [] for name in workers}
+  for _ in range(runs):
+    for name, worker in workers.items():
+      worker.stdin.write("run\n")
+      worker.stdin.flush()
+      times[name].append(_reply(worker, "TIME"))
+  memory = {}
+  for name, worker in workers.items():
+    worker.stdin.close()
+    memory[name] = int(_reply(worker, "PEAK"))
+    worker.wait()
+  return warm, times, memory
+
+
 def bench_step(workload: str):
   """w1 / w2: one distillation step per run."""
   import jax  # pylint: disable=import-outside-toplevel
+  from launch import bench_workloads as bw  # pylint: disable=import-outside-toplevel
   from rd.metrics import format_table  # pylint: disable=import-outside-toplevel
   mesh = _mesh()
-  base, path = _load(FLAGS.model, mesh)
-  fns, w, flops = _step_fns(workload, base, path, _sides(), mesh)
-  peak = matmul_peak_flops(FLAGS.dtype)
+  if FLAGS.serve:
+    return _serve(workload, mesh)
   on_cpu = jax.default_backend() == "cpu"
-  alone = FLAGS.memory and len(fns) == 1  # this process runs one side: its peak is that side's
-  if alone and on_cpu:
-    _peak_rss_reset()
-  warm, times = alternate(fns, FLAGS.runs)
-  if not FLAGS.memory:
-    memory = {}
-  elif not on_cpu:  # each framework's own count of device memory
-    memory = {RD: max(d.memory_stats().get("peak_bytes_in_use", 0) for d in jax.local_devices())}
-    if TORCH in fns:
-      import torch  # pylint: disable=import-outside-toplevel
-      memory[TORCH] = torch.cuda.max_memory_allocated()
-  elif alone:
-    memory = {name: _peak_rss_bytes() for name in fns}
+  peak = matmul_peak_flops(FLAGS.dtype)
+  if on_cpu and len(_sides()) > 1:  # each side in its own process
+    if FLAGS.model.startswith("random:"):  # both workers read one saved copy of the weights
+      base, model = _load(FLAGS.model, mesh)
+      spec = base.spec
+      del base
+    else:
+      model, spec = FLAGS.model, _model(["torch"], mesh)[0]
+    w = bw.workload(workload, FLAGS.override)
+    flops = bw.model_flops(spec, w, shared_prefix=w.share > 1)
+    warm, times, memory = alternate_in_workers(workload, model, FLAGS.runs)
   else:
-    memory = _memory_in_subprocesses()
+    spec, base, path = _model(_sides(), mesh)
+    fns, w, flops = _step_fns(workload, spec, base, path, _sides(), mesh)
+    if FLAGS.memory and on_cpu:
+      _peak_rss_reset()
+    warm, times = alternate(fns, FLAGS.runs)
+    memory = {}
+    if FLAGS.memory and on_cpu:
+      memory = {name: _peak_rss_bytes() for name in fns}
+    elif FLAGS.memory:  # each framework's own count of device memory
+      memory = {RD: max(d.memory_stats().get("peak_bytes_in_use", 0) for d in jax.local_devices())}
+      if TORCH in fns:
+        import torch  # pylint: disable=import-outside-toplevel
+        memory[TORCH] = torch.cuda.max_memory_allocated()
   tokens = w.batch * (w.teacher_len + w.student_len)
   medians = {name: statistics.median(t) for name, t in times.items()}
   rows = []
@@ -212,19 +297,6 @@ def bench_step(workload: str):
                             "peak GiB", "compile s", "time vs rd"]))
   _print_json(workload, {name: {"median_s": medians[name], "examples_per_s": w.batch / medians[name],
                                 "peak_bytes": memory.get(name)} for name in medians})
-
-
-def _memory_in_subprocesses() -> dict[str, int]:
-  """Each side's peak memory, measured alone in a child process of this job."""
-  memory = {}
-  for side, name in (("rd", RD), ("torch", TORCH)):
-    args = [sys.executable, "-m", "launch.bench", f"--workload={FLAGS.workload}",
-            f"--model={FLAGS.model}", f"--dtype={FLAGS.dtype}",
-            f"--override={','.join(FLAGS.override)}", f"--impl={side}", "--memory", "--runs=2"]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    result = [json.loads(line[5:]) for line in out.splitlines() if line.startswith("JSON ")][-1]
-    memory[name] = result["sides"][name]["peak_bytes"]
-  return memory
 
 
 def _print_json(workload: str, sides: dict) -> None:
