@@ -257,12 +257,8 @@ def bench_step(workload: str):
   on_cpu = jax.default_backend() == "cpu"
   peak = matmul_peak_flops(FLAGS.dtype)
   if on_cpu and len(_sides()) > 1:  # each side in its own process
-    if FLAGS.model.startswith("random:"):  # both workers read one saved copy of the weights
-      base, model = _load(FLAGS.model, mesh)
-      spec = base.spec
-      del base
-    else:
-      model, spec = FLAGS.model, _model(["torch"], mesh)[0]
+    spec, base, model = _model(["torch"], mesh)  # random weights: saved once for both workers
+    del base
     w = bw.workload(workload, FLAGS.override)
     flops = bw.model_flops(spec, w, shared_prefix=w.share > 1)
     warm, times, memory = alternate_in_workers(workload, model, FLAGS.runs)

@@ -25,7 +25,6 @@ only where JAX can run nowhere but the CPU (no accelerator plugin installed, or
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from importlib import metadata, util
 
@@ -58,9 +57,8 @@ def cpu_only(environ=os.environ) -> bool:
 
 def keep_freed_memory() -> bool:
   """Applies MALLOPT_SETTINGS to glibc's malloc; False where there is no glibc."""
-  name = ctypes.util.find_library("c")
-  libc = ctypes.CDLL(name) if name else None
-  if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+  libc = ctypes.CDLL(None)  # the C library Python runs on (no ldconfig lookup at import)
+  if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
     return False
   return all(libc.mallopt(param, value) == 1 for param, value in MALLOPT_SETTINGS)
 
