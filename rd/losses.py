@@ -77,30 +77,33 @@ def _map_rows(fn, xs, chunk_size: int):
   return jax.tree.map(lambda y: y.reshape(n + pad, *y.shape[2:])[:n], ys)
 
 
-def _rows_with_grad(per_row_fn, h: jax.Array, other, real: jax.Array,
-                    chunk_size: int) -> tuple[jax.Array, jax.Array]:
-  """(sum of per_row_fn(h, other) over real rows, count), whose gradient w.r.t. h is computed
-  chunk by chunk in the forward pass.
-
-  `per_row_fn(h_chunk, other_chunk) -> [chunk]`; padding rows of h are zeroed first, so
-  whatever they hold reaches neither the value nor the gradient. The scan sees h under
-  stop_gradient and returns each chunk's values and d(masked chunk sum)/d h_chunk; the result
-  adds sum(grad * (h - stop_gradient(h))), which is 0 in value and has exactly `grad` as its
-  gradient w.r.t. h. Only first derivatives w.r.t. h are supported (no Hessians).
-  """
-  def chunk_fn(chunk):
-    h_c, other_c, real_c = chunk
-
+def _autodiff_chunk(per_row_fn):
+  """A `_rows_with_grad` chunk function from `per_row_fn(h_chunk, other_chunk) -> [chunk]`:
+  its per-row values and d(masked chunk sum)/d h_chunk, by reverse mode."""
+  def chunk_fn(h_c, other_c, real_c):
     def chunk_sum(h_c):
       per_row = per_row_fn(h_c, other_c)
       return jnp.sum(jnp.where(real_c, per_row, 0.0)), per_row
 
     (_, per_row), grad = jax.value_and_grad(chunk_sum, has_aux=True)(h_c)
     return per_row, grad
+  return chunk_fn
 
+
+def _rows_with_grad(chunk_fn, h: jax.Array, other, real: jax.Array,
+                    chunk_size: int) -> tuple[jax.Array, jax.Array]:
+  """(sum of per-row values over real rows, count), whose gradient w.r.t. h is computed chunk by
+  chunk in the forward pass.
+
+  `chunk_fn(h_chunk, other_chunk, real_chunk) -> (per_row [chunk], d(masked chunk sum)/d
+  h_chunk)`, e.g. `_autodiff_chunk(per_row_fn)`; padding rows of h are zeroed first, so
+  whatever they hold reaches neither the value nor the gradient. The scan sees h under
+  stop_gradient; the result adds sum(grad * (h - stop_gradient(h))), which is 0 in value and has
+  exactly `grad` as its gradient w.r.t. h. Only first derivatives w.r.t. h are supported.
+  """
   h = _zero_masked(h, real)
   fixed = jax.lax.stop_gradient(h)
-  per_row, grad = _map_rows(chunk_fn, (fixed, other, real), chunk_size)
+  per_row, grad = _map_rows(lambda c: chunk_fn(*c), (fixed, other, real), chunk_size)
   total, count = _masked_sum(per_row, real)
   return total + jnp.sum(grad * (h - fixed), dtype=_F32), count
 
@@ -225,8 +228,31 @@ def distill(logits_fn: LogitsFn, student_h: jax.Array, teacher_h: jax.Array, mas
     log_p = _teacher_log_probs(logits_fn, t_h, temperature, teacher_temperature)
     return temperature**2 * per_token(log_p, log_q)
 
+  if divergence == "forward_kl":
+    chunk_fn = _forward_kl_chunk(logits_fn, temperature, teacher_temperature)
+  else:
+    chunk_fn = _autodiff_chunk(rows)
   teacher = _zero_masked(_teacher_rows(teacher_h, student_h.ndim), real)
-  return _rows_with_grad(rows, student_h, teacher, real, chunk_size)
+  return _rows_with_grad(chunk_fn, student_h, teacher, real, chunk_size)
+
+
+def _forward_kl_chunk(logits_fn: LogitsFn, temperature, teacher_temperature):
+  """`distill`'s forward-KL chunk function with the gradient in closed form.
+
+  d(T**2 KL(p || q)) / d(student logits) = T (q - p), so the chunk needs one [c, V] buffer for
+  it besides the two log-probs, where reverse mode through log-softmax and the KL keeps five
+  [c, V] buffers live at once (~270 MB less for 128 Gemma rows; `docs/performance.md`). The
+  logits' own backward (the head matmul, a soft-cap) stays reverse mode.
+  """
+  def chunk_fn(h_c, t_h, real_c):
+    log_p = _teacher_log_probs(logits_fn, t_h, temperature, teacher_temperature)
+    logits, logits_vjp = jax.vjp(logits_fn, h_c)
+    log_q = _log_softmax(logits, temperature)
+    per_row = temperature**2 * _forward_kl(log_p, log_q)
+    d_logits = jnp.where(real_c[:, None], temperature * (jnp.exp(log_q) - jnp.exp(log_p)), 0.0)
+    (grad,) = logits_vjp(d_logits.astype(logits.dtype))
+    return per_row, grad
+  return chunk_fn
 
 
 def teacher_topk(logits_fn: LogitsFn, teacher_h: jax.Array, mask: jax.Array, k: int,
@@ -296,7 +322,7 @@ def distill_topk(logits_fn: LogitsFn, student_h: jax.Array, teacher_topk_ids: ja
     log_q = jnp.take_along_axis(_log_softmax(logits_fn(h), temperature), ids_c, axis=-1)
     return temperature**2 * _kl(log_p_c, log_q)
 
-  return _rows_with_grad(rows, student_h, (ids, log_p), real, chunk_size)
+  return _rows_with_grad(_autodiff_chunk(rows), student_h, (ids, log_p), real, chunk_size)
 
 
 def cross_entropy(logits_fn: LogitsFn, h: jax.Array, targets: jax.Array, mask: jax.Array, *,
@@ -320,7 +346,7 @@ def cross_entropy(logits_fn: LogitsFn, h: jax.Array, targets: jax.Array, mask: j
       nll = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(log_q, axis=-1)
     return nll
 
-  return _rows_with_grad(rows, h, targets, real, chunk_size)
+  return _rows_with_grad(_autodiff_chunk(rows), h, targets, real, chunk_size)
 
 
 def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:

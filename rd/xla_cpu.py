@@ -36,6 +36,8 @@ M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 # (parameter, value): one arena (other threads' arenas cannot hold blocks over 64 MB and mmap
 # them), never mmap, never trim the heap's top.
 MALLOPT_SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+# jax.monitoring's event after each XLA compilation (jax/_src/dispatch.py BACKEND_COMPILE_EVENT).
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 def with_defaults(xla_flags: str) -> str:
@@ -63,7 +65,20 @@ def keep_freed_memory() -> bool:
   return all(libc.mallopt(param, value) == 1 for param, value in MALLOPT_SETTINGS)
 
 
+def release_freed_memory() -> bool:
+  """Returns the free pages inside the heap to the OS (malloc_trim(0)); False without glibc."""
+  libc = ctypes.CDLL(None)
+  return hasattr(libc, "malloc_trim") and libc.malloc_trim(0) == 1
+
+
+def _after_compile(event: str, duration: float, **kwargs) -> None:
+  del duration, kwargs
+  if event == BACKEND_COMPILE_EVENT:
+    release_freed_memory()
+
+
 def apply_defaults() -> None:
   os.environ["XLA_FLAGS"] = with_defaults(os.environ.get("XLA_FLAGS", ""))
-  if os.environ.get("RD_SYSTEM_MALLOC", "") in ("", "0") and cpu_only():
-    keep_freed_memory()
+  if os.environ.get("RD_SYSTEM_MALLOC", "") in ("", "0") and cpu_only() and keep_freed_memory():
+    from jax import monitoring  # pylint: disable=import-outside-toplevel
+    monitoring.register_event_duration_secs_listener(_after_compile)

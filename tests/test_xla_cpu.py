@@ -65,3 +65,30 @@ def test_importing_rd_makes_later_calls_reuse_freed_memory():
   spaced and the best of several counts.)"""
   assert _fewest_page_faults() < 1000
   assert _fewest_page_faults(RD_SYSTEM_MALLOC="1") > 10_000
+
+
+_TRIM_PROBE = """
+import numpy as np
+import rd, jax
+
+def rss_mb():
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * 4096 // 2**20
+
+garbage = np.ones(256 * 2**20 // 8)  # 256 MB, freed but kept in the heap under rd's settings
+del garbage
+kept = rss_mb()
+jax.jit(lambda x: x * 3.0 + 1.0)(np.float32(2.0)).block_until_ready()  # one XLA compilation
+print(kept, rss_mb())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
+def test_a_compilation_returns_freed_memory_to_the_os():
+  """Memory freed before a compilation (a loader's temporaries, the compiler's own) does not
+  stay resident: rd trims the heap after every XLA compilation."""
+  out = subprocess.run([sys.executable, "-c", _TRIM_PROBE],
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                       check=True, capture_output=True, text=True).stdout
+  kept, after = (int(v) for v in out.split()[-2:])
+  assert kept - after > 200, (kept, after)
