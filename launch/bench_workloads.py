@@ -14,7 +14,7 @@ import functools
 import jax
 import numpy as np
 
-from rd import distill, lora as lora_lib, sharding
+from rd import distill, lora as lora_lib, sharding, xla_cpu
 from rd.data.tokenize import model_inputs
 
 
@@ -158,7 +158,9 @@ class RdStep:
   def run(self, batch: dict[str, np.ndarray]) -> float:
     self.state, metrics = self.step(self.state, self.base,
                                     sharding.shard_batch(model_inputs(batch), self.mesh))
-    return float(metrics["loss"])  # waits for the step
+    loss = float(metrics["loss"])  # waits for the step
+    xla_cpu.release_heap_holes()  # as rd's training loops do
+    return loss
 
 
 def model_flops(spec, w: Workload, *, shared_prefix: bool = False, cached: bool = False) -> float:

@@ -39,7 +39,7 @@ from absl import logging
 from tqdm import tqdm
 
 from rd import config as config_lib
-from rd import distill, hypernet, sharding, train
+from rd import distill, hypernet, sharding, train, xla_cpu
 from rd.checkpoint import Checkpointer, PreemptionGuard
 from rd.data.examples import Example, write_jsonl
 from rd.data.pipeline import make_iterator
@@ -332,6 +332,7 @@ def train_stage(c, stage: Stage, workdir: str, *, base, tokenizer, mesh, params,
   for step in bar:
     batch = _device_batch(next(iterator), stage.lookup, mesh)
     state, metrics = step_fn(state, base, batch, task_adapters)
+    xla_cpu.release_heap_holes(state)  # CPU: memory no step can reuse goes back (rd/xla_cpu.py)
     done = step + 1
     if done % c.train.log_every == 0 or done == stage.steps:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -21,6 +21,7 @@ from rd import distill
 from rd import lora as lora_lib
 from rd import sharding
 from rd import teacher_cache as teacher_cache_lib
+from rd import xla_cpu
 from rd.checkpoint import Checkpointer, PreemptionGuard
 from rd.data import sources
 from rd.data.pipeline import make_iterator
@@ -164,6 +165,7 @@ def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   for step in bar:
     batch = sharding.shard_batch(model_inputs(step_batch(next(iterator))), mesh)
     state, metrics = step_fn(state, base, batch, teacher_lora)
+    xla_cpu.release_heap_holes(state)  # CPU: memory no step can reuse goes back (rd/xla_cpu.py)
     done = step + 1
     if done % c.train.log_every == 0 or done == c.train.steps:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -92,3 +92,38 @@ def test_a_compilation_returns_freed_memory_to_the_os():
                        check=True, capture_output=True, text=True).stdout
   kept, after = (int(v) for v in out.split()[-2:])
   assert kept - after > 200, (kept, after)
+
+
+_HOLE_PROBE = """
+import numpy as np
+import rd
+from rd import xla_cpu
+
+def rss_mb():
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * 4096 // 2**20
+
+xla_cpu.release_heap_holes()
+block = np.ones(256 * 2**20 // 8)  # 256 MB in the heap (rd's settings never mmap)
+pinned = np.ones(2**20 // 8)  # a live neighbour above it: freeing the block leaves a hole
+del block
+kept = rss_mb()
+first, second = xla_cpu.release_heap_holes(), xla_cpu.release_heap_holes()
+import jax
+y = jax.jit(lambda x: x * 3.0 + 1.0)(np.float32(2.0))  # a new program: its first call
+after_compile, then = xla_cpu.release_heap_holes(y), xla_cpu.release_heap_holes(y)
+print(kept, rss_mb(), first, second, after_compile, then)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
+def test_a_hole_below_the_heaps_top_is_returned_once():
+  """A large block freed between live chunks stays resident under rd's settings until
+  release_heap_holes, which returns it once and then has nothing new to return; it releases
+  once after a new program's first call too."""
+  out = subprocess.run([sys.executable, "-c", _HOLE_PROBE],
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                       check=True, capture_output=True, text=True).stdout
+  kept, after, *released = out.split()[-6:]
+  assert int(kept) - int(after) > 200, (kept, after)
+  assert released == ["True", "False", "True", "False"]
