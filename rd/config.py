@@ -35,7 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Teacher: the base with the context in its prompt, plus optionally a LoRA from an rd
   # checkpoint directory (the workdir of an earlier run). cache: run the teacher once over the
   # training examples and reuse its response rows every epoch (exact; rd/teacher_cache.py).
-  c.teacher = dict(lora_workdir="", cache=False)
+  # share_prefixes: in that pass, run a context shared by a batch's examples once (exact;
+  # rd/data/shared_prefix.py).
+  c.teacher = dict(lora_workdir="", cache=False, share_prefixes=True)
   # workers: processes that featurize training batches (grain's mp_prefetch; 0: in this one).
   c.data = dict(train="", eval="", template_teacher="{context}\n\n{query}",
                 template_student="{query}", teacher_len=256, student_len=128, response_len=32,

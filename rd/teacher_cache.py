@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from rd import sharding
+from rd.data import shared_prefix
 from rd.data.tokenize import model_inputs
 
 # Batch keys only the teacher's forward pass reads; a cached batch does not carry them.
@@ -95,3 +96,20 @@ def build(teacher_fn, batches, mesh, *, num_examples: int, response_len: int) ->
   slot[gathered["index"][real] % num_examples] = np.arange(real.sum())
   return TeacherCache(slot=slot, hidden=gathered["hidden"][real],
                       captured=gathered["captured"][real] if "captured" in gathered else None)
+
+
+def share_prefixes(batches):
+  """`batches` with each one's shared contexts run once where that runs fewer teacher tokens
+  (rd/data/shared_prefix.py). Every process rewrites to the largest sizes any process needs,
+  and all of them keep or rewrite a batch alike, so the global arrays line up."""
+  for batch in batches:
+    plan = shared_prefix.plan(batch)
+    if plan is None:  # an ensemble batch
+      yield batch
+      continue
+    sizes = np.array([plan.num_groups, plan.prefix_size, plan.suffix_size])
+    if jax.process_count() > 1:
+      sizes = np.asarray(multihost_utils.process_allgather(sizes)).max(axis=0)
+    sizes = tuple(int(n) for n in sizes)
+    yield shared_prefix.rewrite(batch, plan, *sizes) if shared_prefix.worthwhile(batch, *sizes) \
+        else batch

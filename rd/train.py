@@ -77,6 +77,8 @@ def build_teacher_cache(c, base, teacher_lora, examples, tokenizer, mesh, loss_c
   teacher_fn = lambda batch: teacher(base, teacher_lora, batch)  # noqa: E731
   batches = _data(c, teacher_cache_lib.pass_examples(examples, jax.process_count()), tokenizer,
                   shuffle=False, epochs=1, seed=0)
+  if c.teacher.share_prefixes:
+    batches = teacher_cache_lib.share_prefixes(batches)
   start = time.perf_counter()
   cache = teacher_cache_lib.build(teacher_fn, tqdm(batches, desc="teacher cache", leave=False,
                                                    disable=jax.process_index() != 0),
