@@ -111,5 +111,6 @@ def share_prefixes(batches):
     if jax.process_count() > 1:
       sizes = np.asarray(multihost_utils.process_allgather(sizes)).max(axis=0)
     sizes = tuple(int(n) for n in sizes)
-    yield shared_prefix.rewrite(batch, plan, *sizes) if shared_prefix.worthwhile(batch, *sizes) \
-        else batch
+    if shared_prefix.worthwhile(batch, *sizes):
+      batch = shared_prefix.rewrite(batch, plan, *sizes)
+    yield batch

@@ -1,8 +1,8 @@
 """Teacher batches whose examples share a context, rewritten so that each context runs once.
 
 Examples that continue one document (prompt distillation's question-answer pairs, W2 in
-`launch/bench.py`) start their teacher sequences with the same tokens. `share_prefixes` finds
-those common token prefixes in a collated batch and rewrites it into the layout that
+`launch/bench.py`) start their teacher sequences with the same tokens. `plan` finds those
+common token prefixes in a collated batch and `rewrite` puts the batch into the layout that
 `rd.distill.teacher_outputs` runs through a shared KV cache: `prefix_tokens/positions/
 segment_ids` [G, P] (one row per group of examples), `prefix_index` [B], and the teacher
 sequences [B, S] cut down to what follows their group's prefix, positions counting on.
@@ -16,8 +16,8 @@ they are.
 
 Shapes: G is a power of two, P and S multiples of `align`, so a pass over a dataset compiles
 few programs. In a multi-process job every process must build the same shapes: `plan` gives
-each process's sizes, and the caller takes their maximum over processes (`build`'s callers in
-`rd/train.py`).
+each process's sizes, and the caller takes their maximum over processes
+(`rd.teacher_cache.share_prefixes`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import dataclasses
 
 import numpy as np
 
-TEACHER_KEYS = ("teacher_tokens", "teacher_positions", "teacher_segment_ids")
+FIELDS = ("tokens", "positions", "segment_ids")  # of the teacher's and the prefixes' sequences
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,28 +96,21 @@ def worthwhile(batch: dict[str, np.ndarray], num_groups: int, prefix_size: int,
 def rewrite(batch: dict[str, np.ndarray], p: Plan, num_groups: int, prefix_size: int,
             suffix_size: int) -> dict[str, np.ndarray]:
   """The batch in the shared-prefix layout, with at least the given (G, P, S) sizes."""
-  tokens, positions, segments = (batch[k] for k in TEACHER_KEYS)
-  batch_size = len(tokens)
-  out = {k: v for k, v in batch.items() if k not in TEACHER_KEYS + ("teacher_rows",)}
-  prefix = {k: np.zeros((num_groups, prefix_size), np.int32) for k in ("tokens", "positions",
-                                                                       "segment_ids")}
-  suffix = {k: np.zeros((batch_size, suffix_size), np.int32) for k in ("tokens", "positions",
-                                                                       "segment_ids")}
+  full = {k: batch[f"teacher_{k}"] for k in FIELDS}
+  batch_size = len(full["tokens"])
+  out = {k: v for k, v in batch.items() if not k.startswith("teacher_")}
+  prefix = {k: np.zeros((num_groups, prefix_size), np.int32) for k in FIELDS}
+  suffix = {k: np.zeros((batch_size, suffix_size), np.int32) for k in FIELDS}
   rows = np.zeros_like(batch["teacher_rows"])
   for b in range(batch_size):
     g = p.group[b]
     if g < 0:
       continue
-    n, cut = int(segments[b].sum()), int(p.prefix_len[g])
-    if not prefix["segment_ids"][g].any():
-      prefix["tokens"][g, :cut] = tokens[b, :cut]
-      prefix["positions"][g, :cut] = positions[b, :cut]
-      prefix["segment_ids"][g, :cut] = segments[b, :cut]
-    suffix["tokens"][b, :n - cut] = tokens[b, cut:n]
-    suffix["positions"][b, :n - cut] = positions[b, cut:n]
-    suffix["segment_ids"][b, :n - cut] = segments[b, cut:n]
-    real_rows = batch["row_mask"][b] > 0
-    rows[b] = np.where(real_rows, batch["teacher_rows"][b] - cut, 0)
+    n, cut = int(full["segment_ids"][b].sum()), int(p.prefix_len[g])
+    for k in FIELDS:  # every member of a group holds the same prefix; any of them writes it
+      prefix[k][g, :cut] = full[k][b, :cut]
+      suffix[k][b, :n - cut] = full[k][b, cut:n]
+    rows[b] = np.where(batch["row_mask"][b] > 0, batch["teacher_rows"][b] - cut, 0)
   out.update({f"prefix_{k}": v for k, v in prefix.items()})
   out.update({f"teacher_{k}": v for k, v in suffix.items()})
   out["prefix_index"] = np.maximum(p.group, 0).astype(np.int32)
