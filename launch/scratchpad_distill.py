@@ -3,9 +3,10 @@ scratch-pad is distilled into the same model answering directly (rd/scratchpad_d
 
   python -m launch.scratchpad_distill --config=configs/scratchpad_distill.py --workdir=/tmp/sp
 
-Writes <workdir>/results.json, predictions.jsonl, the problem files, and one workdir per
-training (init/, scratchpad/, distill/, direct/, scratchpad_then_direct/). Running the same
-command again resumes finished or interrupted trainings from their checkpoints.
+Writes <workdir>/results.json, predictions.jsonl, the problem files, the teacher's scratch-pads
+(distill.jsonl; distill_pairs.json marks them complete), and one workdir per training (init/,
+scratchpad/, distill/, direct/, scratchpad_then_direct/). Running the same command again
+resumes finished or interrupted trainings from their checkpoints and reuses the scratch-pads.
 """
 
 from absl import app, flags

@@ -51,6 +51,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   t = c.task
   check(1 <= t.max_digits <= 8, "task.max_digits", "must be in 1..8 (the model's window is "
         "sized for 8-digit problems)")
+  check(t.format in addition.FORMATS, "task.format", f"{t.format!r}; use one of "
+        f"{', '.join(addition.FORMATS)}")
   for field in ("train_problems", "distill_problems", "test_problems"):
     check(t[field] > 0, f"task.{field}", "must be > 0")
   total = t.train_problems + t.distill_problems + t.test_problems
@@ -92,16 +94,18 @@ def _stage(c, model_path: str, data: str, *, steps: int, lr: float, full: bool, 
   return s
 
 
-def accuracy(model, lora, tokenizer, problems, *, scratch: bool, batch_size: int) -> dict:
+def accuracy(model, lora, tokenizer, problems, *, scratch: bool, batch_size: int,
+             fmt: addition.Format) -> dict:
   """Greedy answers to every problem; exact match of the (reversed-digit) answer."""
   answer_len = addition.MAX_DIGITS + 2  # digits, a final carry, EOS
   max_new = 5 * addition.MAX_DIGITS + 1 + answer_len if scratch else answer_len
-  completions = generate_text(model, lora, tokenizer, [addition.query(a, b) for a, b in problems],
-                              max_new_tokens=max_new, batch_size=batch_size)
-  rows = [{"problem": addition.query(a, b), "answer": addition.answer(a, b),
+  queries = [addition.query(a, b, fmt) for a, b in problems]
+  completions = generate_text(model, lora, tokenizer, queries, max_new_tokens=max_new,
+                              batch_size=batch_size)
+  rows = [{"problem": q, "answer": addition.answer(a, b),
            "completion": out,
            "correct": addition.parse_answer(out, scratch=scratch) == addition.answer(a, b)}
-          for (a, b), out in zip(problems, completions)]
+          for (a, b), q, out in zip(problems, queries, completions)]
   return {"accuracy": sum(r["correct"] for r in rows) / len(rows), "n": len(rows),
           "predictions": rows}
 
@@ -120,21 +124,49 @@ def _trained(result) -> Any:
   return jax.tree.map(jnp.asarray, jax.device_get(result.state.params))
 
 
+def _teacher_pairs(teacher, tokenizer, problems, workdir: str, *, batch_size: int,
+                   fmt: addition.Format) -> dict:
+  """Writes <workdir>/distill.jsonl: the teacher's own scratch-pad and answer for each problem
+  (the pairs it finished). Kept for a rerun, which then skips the generation: the finished
+  scratch-pad model is the same model. Returns its accuracy and the number of pairs."""
+  done = os.path.join(workdir, "distill_pairs.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      return json.load(f)
+  worked = accuracy(teacher, None, tokenizer, problems, scratch=True, batch_size=batch_size,
+                    fmt=fmt)
+  pairs = [addition.distill_example(a, b, row["completion"], fmt)
+           for (a, b), row in zip(problems, worked["predictions"])]
+  pairs = [p for p in pairs if p is not None]
+  if not pairs:
+    raise RuntimeError("the scratch-pad model finished none of the distillation problems with "
+                       "an answer; train it longer (scratchpad.steps) or check its loss in "
+                       f"{os.path.join(workdir, 'scratchpad', 'metrics.jsonl')}")
+  write_jsonl(os.path.join(workdir, "distill.jsonl"), pairs)
+  summary = {"accuracy": worked["accuracy"], "pairs": len(pairs), "problems": len(problems)}
+  with open(done, "w") as f:  # written last: marks distill.jsonl complete
+    json.dump(summary, f)
+  logging.info("teacher answered %d/%d distillation problems, %.1f%% correctly", len(pairs),
+               len(problems), 100 * worked["accuracy"])
+  return summary
+
+
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate(c)
   os.makedirs(workdir, exist_ok=True)
   path = lambda *p: os.path.join(workdir, *p)  # noqa: E731
   seconds, start = {}, time.perf_counter()
-  bs = c.evaluation.batch_size
+  bs, fmt = c.evaluation.batch_size, addition.format_named(c.task.format, c.task.max_digits)
 
   # 1-2. Data, a random model, the scratch-pad teacher trained from scratch.
   problems = make_problems(c.task)
   _init_model(c, path("init"))
   tokenizer = load_tokenizer(path("init"))
-  write_jsonl(path("scratchpad.jsonl"), [addition.scratch_example(a, b)
+  write_jsonl(path("scratchpad.jsonl"), [addition.scratch_example(a, b, fmt)
                                          for a, b in problems["train"]])
-  write_jsonl(path("direct.jsonl"), [addition.direct_example(a, b) for a, b in problems["train"]])
-  write_jsonl(path("distill_gold.jsonl"), [addition.direct_example(a, b)
+  write_jsonl(path("direct.jsonl"), [addition.direct_example(a, b, fmt)
+                                     for a, b in problems["train"]])
+  write_jsonl(path("distill_gold.jsonl"), [addition.direct_example(a, b, fmt)
                                            for a, b in problems["distill"]])
   t = time.perf_counter()
   teacher = _trained(train.train(_stage(c, path("init"), path("scratchpad.jsonl"), full=True,
@@ -146,18 +178,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   # 3. The teacher's own scratch-pads for the distillation problems, then distillation.
   t = time.perf_counter()
-  worked = accuracy(teacher, None, tokenizer, problems["distill"], scratch=True, batch_size=bs)
-  pairs = [addition.distill_example(a, b, row["completion"])
-           for (a, b), row in zip(problems["distill"], worked["predictions"])]
-  pairs = [p for p in pairs if p is not None]
-  if not pairs:
-    raise RuntimeError("the scratch-pad model finished none of the distillation problems with "
-                       "an answer; train it longer (scratchpad.steps) or check its loss in "
-                       f"{path('scratchpad', 'metrics.jsonl')}")
-  write_jsonl(path("distill.jsonl"), pairs)
+  worked = _teacher_pairs(teacher, tokenizer, problems["distill"], workdir, batch_size=bs,
+                          fmt=fmt)
   seconds["teacher scratch-pads"] = time.perf_counter() - t
-  logging.info("teacher answered %d/%d distillation problems, %.1f%% correctly", len(pairs),
-               len(problems["distill"]), 100 * worked["accuracy"])
   t = time.perf_counter()
   student = _trained(train.train(_stage(c, teacher_dir, path("distill.jsonl"), full=False, kl=True,
                                         steps=c.train.steps, lr=c.optim.lr), path("distill"),
@@ -184,14 +207,14 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           "baseline: scratch-pad then direct": (teacher, then_direct, False)}
   systems, predictions = {}, []
   for name, (model, lora, scratch) in runs.items():
-    r = accuracy(model, lora, tokenizer, test, scratch=scratch, batch_size=bs)
+    r = accuracy(model, lora, tokenizer, test, scratch=scratch, batch_size=bs, fmt=fmt)
     predictions += [{"system": name, **p} for p in r.pop("predictions")]
     systems[name] = r
   seconds["evaluate"] = time.perf_counter() - t
   seconds["total"] = time.perf_counter() - start
 
   results = {"systems": systems, "teacher_accuracy_on_distill_problems": worked["accuracy"],
-             "n_distill_pairs": len(pairs),
+             "n_distill_pairs": worked["pairs"],
              "n_problems": {k: len(v) for k, v in problems.items()},
              "seconds": {k: round(v, 1) for k, v in seconds.items()},
              "devices": [str(d) for d in jax.devices()], "config": c.to_dict()}

@@ -31,6 +31,24 @@ def test_scratch_pad_columns_and_answers_are_right():
   assert addition.parse_answer("5813,47", scratch=True) == ""  # no answer yet
 
 
+def test_padded_formats_give_every_problem_the_same_columns():
+  rng = random.Random(2)
+  for name in ("padded", "reversed"):
+    fmt = addition.format_named(name)
+    for a, b in addition.problems(rng, 200):
+      assert len(addition.query(a, b, fmt)) == 18
+      pad = addition.scratch_pad(a, b, fmt)
+      assert len(pad) == 8 * 5 + 1 and _columns_sum(pad) == a + b
+      full = addition.scratch_example(a, b, fmt).response
+      assert addition.parse_answer(full, scratch=True) == addition.answer(a, b)
+  padded, reversed_ = addition.format_named("padded"), addition.format_named("reversed")
+  assert addition.query(345, 78, padded) == "00000345+00000078="
+  assert addition.query(345, 78, reversed_) == "54300000+87000000="
+  assert addition.direct_example(345, 78, reversed_).response == "324"  # answers: unpadded
+  assert addition.distill_example(345, 78, addition.scratch_pad(345, 78, padded) + "324",
+                                  padded).query == "00000345+00000078="
+
+
 def test_problems_are_distinct_cover_every_length_and_respect_exclusions():
   rng = random.Random(1)
   test = addition.problems(rng, 2000)
@@ -73,6 +91,9 @@ def test_job_runs_end_to_end(tmp_path):
   with open(tmp_path / "distill.jsonl") as f:  # teacher-made pairs: scratch-pad as context
     pairs = [json.loads(line) for line in f]
   assert pairs and all(p["context"].endswith(addition.SCRATCH_END) for p in pairs)
+  width = c.task.max_digits  # the tiny preset pads operands, as the experiment does
+  assert all(len(p["query"]) == 2 * width + 2 for p in pairs)
+  assert results["config"]["task"]["format"] == "reversed"
 
 
 def test_bad_task_fails_before_any_work():
@@ -83,4 +104,8 @@ def test_bad_task_fails_before_any_work():
   c = get_config("tiny")
   c.task.update(max_digits=1, test_problems=100)
   with pytest.raises(ConfigError, match="distinct problems"):
+    scratchpad_distill.validate(c)
+  c = get_config("tiny")
+  c.task.format = "lsb"
+  with pytest.raises(ConfigError, match="task.format"):
     scratchpad_distill.validate(c)

@@ -3,8 +3,22 @@ character-level tokenizer and tiny from-scratch model that learn it.
 
 A problem is `"{a}+{b}="` with 1-8 digit operands (each length drawn uniformly). Answers are
 written least-significant digit first ("345+78=" -> "324", i.e. 423 reversed), the format in
-which a small transformer trained from scratch learns addition in minutes on a CPU (Lee et al.
-2023, "Teaching arithmetic to small transformers"); it is the same for every system compared.
+which a small transformer trained from scratch learns addition (Lee et al. 2023, "Teaching
+arithmetic to small transformers"); it is the same for every system compared.
+
+How operands are written (`Format`) decides how hard a direct answer is; the scratch-pad copes
+with all three:
+* "plain" ("345+78="): answer digit i needs the i-th digit from each operand's right end, at a
+  distance that changes with the operand's length. A 0.8M-parameter model trained from scratch
+  on direct answers was at 6.6% exact answers after 3,000 steps of 64 problems.
+* "padded" ("00000345+00000078="): every column at a fixed position, but the answer runs the
+  other way (digit i reads position 8 - i). The same model trained from scratch reached 100%
+  in 1,000 steps; a LoRA (rank 16) on the scratch-pad model, distilled, was at 1.4 nats a
+  token after 3,300 steps.
+* "reversed" ("54300000+87000000=", each operand zero-padded and written least-significant
+  digit first, as the answer is): answer digit i reads the operands' digit i at a constant
+  distance, and its carry is given away by the previous answer digit.
+(2 CPU cores; issue 5's notes.)
 
 The scratch-pad works through the columns from the right, one `xyzs,` step each (the column's
 digits x and y, then zs: x + y + the carry from the previous column, as two digits), then `;`
@@ -15,6 +29,7 @@ and the answer (the s digits in order, and a final carry):
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from rd.data.examples import Example
 
@@ -37,8 +52,29 @@ def problems(rng: random.Random, n: int, max_digits: int = MAX_DIGITS,
   return out
 
 
-def query(a: int, b: int) -> str:
-  return f"{a}+{b}="
+@dataclasses.dataclass(frozen=True)
+class Format:
+  """How a problem's operands are written: zero-padded to `width` digits (0: as they are),
+  least-significant digit first (`reverse`) or not."""
+  width: int = 0
+  reverse: bool = False
+
+  def operand(self, n: int) -> str:
+    digits = f"{n:0{self.width}d}" if self.width else str(n)
+    return digits[::-1] if self.reverse else digits
+
+
+FORMATS = ("plain", "padded", "reversed")
+
+
+def format_named(name: str, max_digits: int = MAX_DIGITS) -> Format:
+  """One of `FORMATS`; padding is to `max_digits`."""
+  return {"plain": Format(), "padded": Format(max_digits),
+          "reversed": Format(max_digits, reverse=True)}[name]
+
+
+def query(a: int, b: int, fmt: Format = Format()) -> str:
+  return f"{fmt.operand(a)}+{fmt.operand(b)}="
 
 
 def answer(a: int, b: int) -> str:
@@ -46,11 +82,12 @@ def answer(a: int, b: int) -> str:
   return str(a + b)[::-1]
 
 
-def scratch_pad(a: int, b: int) -> str:
-  """One `xyzs,` step per column, right to left, then `;` (the answer is not included)."""
+def scratch_pad(a: int, b: int, fmt: Format = Format()) -> str:
+  """One `xyzs,` step per column of the problem (padding included), right to left, then `;`
+  (the answer is not included)."""
   xs, ys = str(a)[::-1], str(b)[::-1]
   carry, steps = 0, []
-  for i in range(max(len(xs), len(ys))):
+  for i in range(max(len(xs), len(ys), fmt.width)):
     x = int(xs[i]) if i < len(xs) else 0
     y = int(ys[i]) if i < len(ys) else 0
     total = x + y + carry
@@ -67,19 +104,21 @@ def parse_answer(completion: str, *, scratch: bool) -> str:
   return completion.strip()
 
 
-def scratch_example(a: int, b: int) -> Example:
+def scratch_example(a: int, b: int, fmt: Format = Format()) -> Example:
   """Training data of the scratch-pad model: prompt -> scratch-pad and answer."""
-  return Example(context="", query=query(a, b), response=scratch_pad(a, b) + answer(a, b),
+  return Example(context="", query=query(a, b, fmt),
+                 response=scratch_pad(a, b, fmt) + answer(a, b),
                  meta={"answer": answer(a, b)})
 
 
-def direct_example(a: int, b: int) -> Example:
+def direct_example(a: int, b: int, fmt: Format = Format()) -> Example:
   """Training data of a direct answerer: prompt -> answer."""
-  return Example(context="", query=query(a, b), response=answer(a, b),
+  return Example(context="", query=query(a, b, fmt), response=answer(a, b),
                  meta={"answer": answer(a, b)})
 
 
-def distill_example(a: int, b: int, teacher_completion: str) -> Example | None:
+def distill_example(a: int, b: int, teacher_completion: str,
+                    fmt: Format = Format()) -> Example | None:
   """Context distillation of the scratch-pad: the teacher sees the problem and its own
   scratch-pad (the context, after the query), the student only the problem; both are scored on
   the teacher's own answer (no gold label is used). None if the teacher gave no answer."""
@@ -88,8 +127,8 @@ def distill_example(a: int, b: int, teacher_completion: str) -> Example | None:
   pad, teacher_answer = teacher_completion.rsplit(SCRATCH_END, 1)
   if not teacher_answer.strip():
     return None
-  return Example(context=pad + SCRATCH_END, query=query(a, b), response=teacher_answer.strip(),
-                 meta={"answer": answer(a, b)})
+  return Example(context=pad + SCRATCH_END, query=query(a, b, fmt),
+                 response=teacher_answer.strip(), meta={"answer": answer(a, b)})
 
 
 # ----------------------------------------------------------------------------------------------
