@@ -13,8 +13,8 @@ with all three:
   on direct answers was at 6.6% exact answers after 3,000 steps of 64 problems.
 * "padded" ("00000345+00000078="): every column at a fixed position, but the answer runs the
   other way (digit i reads position 8 - i). The same model trained from scratch reached 100%
-  in 1,000 steps; a LoRA (rank 16) on the scratch-pad model, distilled, was at 1.4 nats a
-  token after 3,300 steps.
+  in 1,000 steps; a rank-16 LoRA distilled into a scratch-pad model of that size was still at
+  1.4 nats a token after 3,300 steps of 32 problems.
 * "reversed" ("54300000+87000000=", each operand zero-padded and written least-significant
   digit first, as the answer is): answer digit i reads the operands' digit i at a constant
   distance, and its carry is given away by the previous answer digit.
