@@ -44,7 +44,7 @@ from rd import config as config_lib
 from rd import evaluate, train
 from rd.cache import cache_dir
 from rd.data import rule_tasks, sources
-from rd.data.examples import Example
+from rd.data.examples import Example, read_json, write_json
 from rd.metrics import format_table
 from rd.tokenizer import load_tokenizer
 from rd.weights import adapter
@@ -138,30 +138,18 @@ class _Timer:
     self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - start, 1)
 
 
-def _read_json(path: str) -> Any:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def _write_json(path: str, value: Any) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2, default=str)
-  os.replace(tmp, path)  # a crash never leaves half a file that a rerun would trust
-
-
 def train_or_reuse(t: ml_collections.ConfigDict, workdir: str, base, tokenizer):
   """The trained LoRA of `workdir` (trained now, or read back if a run finished it before) and
   its eval losses {"before": ..., "after": ...}."""
   done = os.path.join(workdir, "train_result.json")
   if os.path.exists(done) and os.path.exists(os.path.join(workdir, "lora")):
-    losses = _read_json(done)
+    losses = read_json(done)
     return adapter.load(workdir), losses
   result = train.train(t, workdir, base=base, tokenizer=tokenizer)
   if result.stopped_early:
     raise RuntimeError(f"training in {workdir} was preempted; run the job again to resume it")
   losses = {"before": result.before, "after": result.after, "steps": t.train.steps}
-  _write_json(done, losses)
+  write_json(done, losses)
   # Trained LoRAs come back with the training mesh's sharding; plain arrays share one
   # compilation of generation with every other LoRA.
   return jax.tree.map(jnp.asarray, jax.device_get(result.state.params)), losses
@@ -181,9 +169,9 @@ def _bucket(tokenizer, templates: Sequence[str], examples: Sequence[Example]) ->
 def evaluate_or_reuse(path: str, score: Callable[[], dict[str, Any]]) -> dict[str, Any]:
   """`score()` ({split: answer_accuracy result}), kept in `path` so a rerun reads it back."""
   if os.path.exists(path):
-    return _read_json(path)
+    return read_json(path)
   result = score()
-  _write_json(path, result)
+  write_json(path, result)
   return result
 
 
@@ -326,7 +314,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   results.update(mean_over_rules=mean_over_rules(results),
                  steps={f"k{k}": steps_for(c, k) for k in c.rule.ks}, seconds=timer.seconds,
                  devices=[str(d) for d in jax.devices()], config=c.to_dict())
-  _write_json(os.path.join(workdir, "results.json"), results)
+  write_json(os.path.join(workdir, "results.json"), results)
   with open(os.path.join(workdir, "predictions.jsonl"), "w", encoding="utf-8") as f:
     for p in predictions:
       f.write(json.dumps(p, ensure_ascii=False) + "\n")

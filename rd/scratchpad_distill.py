@@ -36,7 +36,7 @@ from flax import nnx
 from rd import train
 from rd.config import ConfigError
 from rd.data import addition
-from rd.data.examples import write_jsonl
+from rd.data.examples import read_json, write_json, write_jsonl
 from rd.generate import generate_text
 from rd.metrics import format_table
 from rd.models import Decoder, from_hf_config
@@ -131,8 +131,7 @@ def _teacher_pairs(teacher, tokenizer, problems, workdir: str, *, batch_size: in
   scratch-pad model is the same model. Returns its accuracy and the number of pairs."""
   done = os.path.join(workdir, "distill_pairs.json")
   if os.path.exists(done):
-    with open(done) as f:
-      return json.load(f)
+    return read_json(done)
   worked = accuracy(teacher, None, tokenizer, problems, scratch=True, batch_size=batch_size,
                     fmt=fmt)
   pairs = [addition.distill_example(a, b, row["completion"], fmt)
@@ -144,8 +143,7 @@ def _teacher_pairs(teacher, tokenizer, problems, workdir: str, *, batch_size: in
                        f"{os.path.join(workdir, 'scratchpad', 'metrics.jsonl')}")
   write_jsonl(os.path.join(workdir, "distill.jsonl"), pairs)
   summary = {"accuracy": worked["accuracy"], "pairs": len(pairs), "problems": len(problems)}
-  with open(done, "w") as f:  # written last: marks distill.jsonl complete
-    json.dump(summary, f)
+  write_json(done, summary)  # written last: marks distill.jsonl complete
   logging.info("teacher answered %d/%d distillation problems, %.1f%% correctly", len(pairs),
                len(problems), 100 * worked["accuracy"])
   return summary

@@ -106,6 +106,19 @@ def write_jsonl(path: PathLike, examples: Iterable[Example]) -> None:
       f.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
 
 
+def read_json(path: PathLike) -> Any:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def write_json(path: PathLike, value: Any) -> None:
+  """Writes `value` atomically: a crash never leaves half a file that a rerun would trust."""
+  tmp = f"{os.fspath(path)}.tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2, default=str)
+  os.replace(tmp, path)
+
+
 # ----------------------------------------------------------------------------------------------
 # Alpaca-style JSON: records with "instruction", optional "input", and "output".
 
