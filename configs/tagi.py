@@ -26,10 +26,20 @@ and the per-task LoRAs, and whose `data.template_*` are the suite's prompts):
   stage2.teacher        "adapter" (base + the task's LoRA) or "context" (instruction in prompt).
   stage2.kl_weight      λ1; stage2.adapter_weight × sigmoid(MSE) = λ2 (adapter_sigmoid=False:
                         λ2 = adapter_weight); stage2.ce_weight weighs the label term.
-  evaluation.*          greedy decoding length, batch, test examples per task (0 = all), and
-                        whether to score the per-task LoRAs.
+  evaluation.*          greedy decoding length, batch, test examples per task (limit; 0 =
+                        all), a tighter cap on seen tasks (seen_limit), and whether to score the
+                        per-task LoRAs.
+  ablations             comma-separated stage-2 variants, each trained and scored as its own
+                        system: no_kl (λ1 = 0), no_alignment (λ2 = 0), no_stage1 (stage 2 from
+                        the initial hypernetwork).
 
-Presets: "" (Gemma 3 270M, every suite task), "smoke" (Gemma 3 270M, 3 seen and 2 unseen
+The table also gives each system's inference FLOPs per unseen test example (its prompt and
+answer tokens through `ModelSpec.generation_flops`, plus the LoRA's FLOPs per token and, for the
+hypernetwork, reading the instruction once per task) and both relative to the base with the
+instruction in its prompt.
+
+Presets: "" (Gemma 3 270M, every suite task), "cpu" (the same tasks with short training and
+every ablation, about 2 hours on 2 CPU cores), "smoke" (Gemma 3 270M, 3 seen and 2 unseen
 tasks, a few steps: shows the stages run end to end, not the method's quality), "tiny" (tests).
 """
 
@@ -49,15 +59,29 @@ def get_config(arg: str = ""):
   c.loss.update(temperature=1.0, chunk_size=256)
   c.optim.update(lr=1e-3, warmup_steps=10)
   c.train.update(log_every=10, checkpoint_every=100)
-  c.tasks = dict(source="suite", names="", seen=0, unseen=0, n_train=64, n_test=16, shots=2,
+  # n_train: the suite's smallest seen task (comparative) has 58 distinct inputs in all.
+  c.tasks = dict(source="suite", names="", seen=0, unseen=0, n_train=40, n_test=16, shots=2,
                  seed=0)
   c.hypernet = dict(hidden=256, instruction_len=128)
   c.adapters = dict(steps=100, lr=2e-3)
   c.stage1 = dict(steps=500, lr=1e-3, text="", segment_words=(32, 16, 8))
+  # The MSE is a mean over every A and B entry (~7e5 of them on Gemma 3 270M at rank 8) and
+  # starts near 2e-5, so at weight 1 its gradient is ~1e6 times smaller than CE's and the term
+  # does nothing; 1e5 makes λ2·MSE about 1 at the start, the size of CE and KL.
   c.stage2 = dict(steps=1000, lr=1e-3, teacher="adapter", ce_weight=1.0, kl_weight=1.0,
-                  adapter_weight=1.0, adapter_sigmoid=True)
-  c.evaluation = dict(max_new_tokens=8, batch_size=16, limit=0, per_task_adapters=True)
-  if arg == "smoke":
+                  adapter_weight=1e5, adapter_sigmoid=True)
+  c.evaluation = dict(max_new_tokens=8, batch_size=16, limit=0, seen_limit=0,
+                      per_task_adapters=True)
+  c.ablations = ""
+  if arg == "cpu":  # every suite task and every ablation, about 2 hours on 2 CPU cores
+    c.data.update(eval_examples=16)
+    c.optim.update(warmup_steps=4)
+    c.adapters.update(steps=16, lr=3e-3)
+    c.stage1.update(steps=150)
+    c.stage2.update(steps=300)
+    c.evaluation.update(seen_limit=4)
+    c.ablations = "no_kl,no_alignment,no_stage1"
+  elif arg == "smoke":
     c.tasks.update(seen=3, unseen=2, n_train=16, n_test=4)
     c.data.update(global_batch=4, eval_examples=8)
     c.adapters.update(steps=8)
@@ -74,10 +98,10 @@ def get_config(arg: str = ""):
     c.tasks.update(n_train=8, n_test=4, shots=0)
     c.adapters.update(steps=4)
     c.stage1.update(steps=4, segment_words=(6, 4, 3))
-    c.stage2.update(steps=4)
+    c.stage2.update(steps=4, adapter_weight=1e3)  # its LoRAs are tiny: the MSE is larger
     c.optim.update(warmup_steps=1)
     c.train.update(log_every=2, checkpoint_every=2)
     c.evaluation.update(max_new_tokens=4, batch_size=4)
   elif arg:
-    raise ValueError(f"unknown preset {arg!r}; use '', 'smoke' or 'tiny'")
+    raise ValueError(f"unknown preset {arg!r}; use '', 'cpu', 'smoke' or 'tiny'")
   return c

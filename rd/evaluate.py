@@ -68,8 +68,8 @@ def answer_accuracy(base: Decoder, lora: Lora | None, tokenizer: Any,
   a multiple of 8, so every batch has one shape and the whole call compiles once.
 
   Returns {"exact_match": fraction, "contains": fraction, "n": count, "predictions": [{query,
-  answer, prediction, exact_match, contains}]}; the prediction is the completion's first
-  non-empty line (`facts.answer_span`). An empty `examples` gives n = 0 and accuracies 0.
+  answer, completion, prediction, exact_match, contains}]}; the prediction is the completion's
+  first non-empty line (`facts.answer_span`). An empty `examples` gives n = 0 and accuracies 0.
   """
   if not examples:
     return {"exact_match": 0.0, "contains": 0.0, "n": 0, "predictions": []}
@@ -81,7 +81,8 @@ def answer_accuracy(base: Decoder, lora: Lora | None, tokenizer: Any,
   predictions = []
   for example, completion in zip(examples, completions):
     answer, prediction = gold_answer(example), facts.answer_span(completion)
-    predictions.append({"query": example.query, "answer": answer, "prediction": prediction,
+    predictions.append({"query": example.query, "answer": answer, "completion": completion,
+                        "prediction": prediction,
                         "exact_match": facts.exact_match(prediction, answer),
                         "contains": facts.contains_answer(prediction, answer)})
   n = len(predictions)

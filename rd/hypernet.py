@@ -99,6 +99,17 @@ def num_params(params: dict[str, Any]) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
+def task_flops(spec: ModelSpec, cfg: HypernetConfig, instruction_tokens: int) -> float:
+  """Forward FLOPs of writing one task's LoRA: the base encodes the instruction (no LM head),
+  then the MLP runs once per (layer, target)."""
+  head = 2 * spec.hidden_size * spec.vocab_size
+  encode = sum(spec.flops_per_token(i + 1) - head for i in range(instruction_tokens))
+  h, r, cells = cfg.hidden, cfg.rank, spec.num_layers * len(cfg.targets)
+  heads = spec.num_layers * sum(2 * h * r * sum(lora_lib.target_dims(spec, t))
+                                for t in cfg.targets)
+  return encode + 2 * spec.hidden_size * h + cells * 2 * h * h + heads
+
+
 def _rms(x: jax.Array) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + 1e-6)
 

@@ -66,6 +66,12 @@ def init(spec: ModelSpec, config: LoraConfig, key: jax.Array, dtype=jnp.float32)
   return Lora(weights, scale=config.alpha / config.rank)
 
 
+def flops_per_token(spec: ModelSpec, config: LoraConfig) -> float:
+  """Forward FLOPs a LoRA adds per token (unmerged: x @ A, then @ B, on every target)."""
+  return spec.num_layers * sum(2 * config.rank * sum(target_dims(spec, t))
+                               for t in config.targets)
+
+
 def num_params(lora: Lora) -> int:
   return sum(x.size for x in jax.tree.leaves(lora))
 

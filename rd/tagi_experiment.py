@@ -46,8 +46,12 @@ from rd.tokenizer import load_tokenizer
 from rd.weights.load import load_model
 
 SPLITS = ("seen", "unseen")
+# Stage-2 variants that each drop one part of the method (config.ablations), by system name.
+ABLATIONS = {"no_kl": "hypernet stage 2, no KL",
+             "no_alignment": "hypernet stage 2, no alignment",
+             "no_stage1": "hypernet stage 2, no stage 1"}
 SYSTEMS = ("base", "base + instruction", "hypernet stage 1", "hypernet stage 2",
-           "per-task LoRA")
+           *ABLATIONS.values(), "per-task LoRA")
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
@@ -109,6 +113,29 @@ def validate(c: ml_collections.ConfigDict) -> None:
          "must be shorter than data.teacher_len and data.student_len")
   _check(c.loss.temperature > 0, "loss.temperature", "must be > 0")
   _check(c.evaluation.max_new_tokens > 0, "evaluation.max_new_tokens", "must be > 0")
+  _check(c.evaluation.limit >= 0 and c.evaluation.seen_limit >= 0, "evaluation.limit",
+         "limits must be >= 0 (0 = every test example)")
+  _check_ablations(c)
+
+
+def _check_ablations(c) -> None:
+  names = ablations(c)
+  unknown = sorted(set(names) - set(ABLATIONS))
+  _check(not unknown, "ablations", f"unknown {unknown}; choose from {sorted(ABLATIONS)}")
+  if not names:
+    return
+  s = c.stage2
+  _check(s.steps > 0, "ablations", "every ablation is a stage-2 variant; set stage2.steps > 0")
+  _check("no_stage1" not in names or c.stage1.steps > 0, "ablations",
+         "no_stage1 needs stage1.steps > 0 (without stage 1 it is stage 2 itself)")
+  _check("no_kl" not in names or (s.kl_weight and (s.ce_weight or s.adapter_weight)),
+         "ablations", "no_kl needs stage2.kl_weight > 0 and another loss weight > 0")
+  _check("no_alignment" not in names or (s.adapter_weight and (s.ce_weight or s.kl_weight)),
+         "ablations", "no_alignment needs stage2.adapter_weight > 0 and another weight > 0")
+
+
+def ablations(c) -> list[str]:
+  return _names(c.ablations)
 
 
 def _names(text: str) -> list[str]:
@@ -149,10 +176,16 @@ def load_tasks(c) -> Tasks:
         *_pick(ts.task_names("seen"), c.tasks.seen), *_pick(ts.task_names("unseen"),
                                                             c.tasks.unseen)]
     for name in chosen:
-      kw = dict(k=c.tasks.shots, seed=c.tasks.seed)
-      train[name] = ts.task_examples(name, n_train, **kw)
-      test[name] = ts.task_examples(name, n_test, skip=n_train, **kw)
       split[name] = ts.TASKS[name].split
+      n = n_train if split[name] == "seen" else 0  # nothing trains on an unseen task
+      kw = dict(k=c.tasks.shots, seed=c.tasks.seed)
+      try:
+        train[name] = ts.task_examples(name, n, **kw)
+        test[name] = ts.task_examples(name, n_test, skip=n, **kw)
+      except ValueError as e:
+        raise config_lib.ConfigError(
+            f"config.tasks.n_train: {e} (tasks.shots + n_train + n_test); lower n_train or "
+            f"n_test") from None
     return Tasks(train, test, split)
   by_task: dict[str, list[Example]] = collections.defaultdict(list)
   for i, e in enumerate(read_jsonl(c.tasks.source)):
@@ -166,10 +199,11 @@ def load_tasks(c) -> Tasks:
              and (not wanted or t in wanted)]
     for name in _pick(names, limit):
       examples = by_task[name]
-      if len(examples) < n_train + n_test:
-        raise ValueError(f"task {name!r} has {len(examples)} examples; tasks.n_train + "
-                         f"tasks.n_test = {n_train + n_test}")
-      train[name], test[name] = examples[:n_train], examples[n_train:n_train + n_test]
+      n = n_train if split_name == "seen" else 0  # nothing trains on an unseen task
+      if len(examples) < n + n_test:
+        raise ValueError(f"task {name!r} has {len(examples)} examples; it needs {n + n_test} "
+                         f"(tasks.n_train for a seen task + tasks.n_test)")
+      train[name], test[name] = examples[:n], examples[n:n + n_test]
       split[name] = split_name
   return Tasks(train, test, split)
 
@@ -249,20 +283,25 @@ def stage1(c, tasks: Tasks, base, tokenizer) -> tagi.Stage:
       c.stage1.steps, c.stage1.lr)
 
 
-def stage2(c, tasks: Tasks, base, tokenizer, task_names: Sequence[str]) -> tagi.Stage:
+def stage2(c, tasks: Tasks, base, tokenizer, task_names: Sequence[str], *,
+           ablation: str = "") -> tagi.Stage:
+  """Stage 2, or its variant without KL (`ablation="no_kl"`) or without the adapter term
+  ("no_alignment"); "no_stage1" changes only where it starts (`run`)."""
   seen = tasks.names("seen")
   train_ex = [e for t in seen for e in tasks.train[t]]
   eval_ex = _interleave([tasks.test[t] for t in seen], c.data.eval_examples)
   s = c.stage2
+  kl_weight = 0.0 if ablation == "no_kl" else s.kl_weight
+  adapter_weight = 0.0 if ablation == "no_alignment" else s.adapter_weight
   teacher = (c.data.template_teacher if s.teacher == "context" else c.data.template_student)
   length = c.hypernet.instruction_len
   lookup = lambda ex: tagi.make_lookup(base, tokenizer, ex, length=length,  # noqa: E731
                                        task_names=task_names)
   return tagi.Stage(
-      "stage2", train_ex, lookup(train_ex), eval_ex, lookup(eval_ex),
+      f"stage2_{ablation}" if ablation else "stage2", train_ex, lookup(train_ex), eval_ex, lookup(eval_ex),
       Template(teacher=teacher, student=c.data.template_student),
-      _loss(c, kl_weight=s.kl_weight, ce_weight=s.ce_weight),
-      tagi.TagiLoss(hypernet_config(c), teacher=s.teacher, adapter_weight=s.adapter_weight,
+      _loss(c, kl_weight=kl_weight, ce_weight=s.ce_weight),
+      tagi.TagiLoss(hypernet_config(c), teacher=s.teacher, adapter_weight=adapter_weight,
                     adapter_sigmoid=s.adapter_sigmoid),
       s.steps, s.lr)
 
@@ -275,20 +314,40 @@ def _round_up(n: int, multiple: int = 8) -> int:
   return -(-n // multiple) * multiple
 
 
-def score(base, tokenizer, examples_by_task: dict[str, list[Example]], lora_of, prompt_of, *,
+@dataclasses.dataclass(frozen=True)
+class System:
+  """How one system answers a task: its LoRA (or None), its prompt, and what that costs beyond
+  the base model's decoding: FLOPs per fed token (an unmerged LoRA) and once per task (the
+  hypernetwork reading the instruction)."""
+
+  lora_of: Any  # task -> Lora | None
+  prompt_of: Any  # Example -> str
+  lora_flops_per_token: float = 0.0
+  task_flops: Any = lambda task: 0.0  # noqa: E731
+
+
+def score(base, tokenizer, examples_by_task: dict[str, list[Example]], system: System, *,
           c, bucket: int) -> dict[str, dict[str, Any]]:
-  """Greedy answers per task (`lora_of(task)` is its LoRA or None): {task: {exact_match,
-  rouge_l, n, predictions}}; one compilation for all tasks (one prompt bucket)."""
-  out = {}
+  """Greedy answers per task: {task: {exact_match, rouge_l, n, predictions}}; one compilation
+  for all tasks (one prompt bucket). Each prediction carries its inference FLOPs, from its
+  token counts and the model's FLOP formula (`ModelSpec.generation_flops`)."""
+  out, max_new = {}, c.evaluation.max_new_tokens
   for task, examples in examples_by_task.items():
-    result = evaluate.answer_accuracy(base, lora_of(task), tokenizer, examples, prompt_of,
-                                      max_new_tokens=c.evaluation.max_new_tokens,
+    result = evaluate.answer_accuracy(base, system.lora_of(task), tokenizer, examples,
+                                      system.prompt_of, max_new_tokens=max_new,
                                       batch_size=c.evaluation.batch_size, bucket=bucket)
-    for p in result["predictions"]:
-      p.update(task=task, rouge_l=rouge.rouge_l(p["prediction"], p["answer"]))
     preds = result["predictions"]
+    for e, p in zip(examples, preds):
+      prompt = len(tokenizer.encode(system.prompt_of(e)))
+      # The completion's tokens and the EOS that ended it, or the whole budget.
+      new = min(max_new, len(tokenizer.encode(p["completion"], add_special_tokens=False)) + 1)
+      flops = (base.spec.generation_flops(prompt, new)
+               + (prompt + new - 1) * system.lora_flops_per_token
+               + system.task_flops(task) / len(examples))
+      p.update(task=task, rouge_l=rouge.rouge_l(p["prediction"], p["answer"]),
+               prompt_tokens=prompt, new_tokens=new, gflops=flops / 1e9)
     out[task] = {"exact_match": result["exact_match"], "n": result["n"], "predictions": preds,
-                 "rouge_l": sum(p["rouge_l"] for p in preds) / max(len(preds), 1)}
+                 "rouge_l": float(np.mean([p["rouge_l"] for p in preds])) if preds else 0.0}
   return out
 
 
@@ -298,57 +357,100 @@ def _by_split(per_task: dict[str, dict[str, Any]], split_of: dict[str, str]) -> 
   for split in SPLITS:
     preds = [p for t, r in per_task.items() if split_of[t] == split for p in r["predictions"]]
     if preds:
-      out[split] = {"exact_match": float(np.mean([p["exact_match"] for p in preds])),
-                    "rouge_l": float(np.mean([p["rouge_l"] for p in preds])), "n": len(preds)}
+      out[split] = {k: float(np.mean([p[k] for p in preds]))
+                    for k in ("exact_match", "rouge_l", "gflops")}
+      out[split]["n"] = len(preds)
+  return out
+
+
+def test_examples(c, tasks: Tasks) -> dict[str, list[Example]]:
+  """Each task's test examples, capped by `evaluation.limit` (every task) and
+  `evaluation.seen_limit` (seen tasks: the claims are about unseen ones)."""
+  out = {}
+  for task, examples in tasks.test.items():
+    limits = [c.evaluation.limit] + [c.evaluation.seen_limit] * (tasks.split[task] == "seen")
+    out[task] = examples[:min([n for n in limits if n] or [len(examples)])]
   return out
 
 
 def evaluate_systems(c, tasks: Tasks, base, tokenizer, hypernets: dict[str, Any],
                      adapters: tuple[list[str], lora_lib.Lora] | None) -> dict[str, Any]:
-  """{system: {"splits": {split: {exact_match, rouge_l, n}}, "tasks": per-task results}}."""
+  """{system: {"splits": {split: {exact_match, rouge_l, gflops, n}}, "tasks": per-task
+  results}}."""
   template = Template(teacher=c.data.template_teacher, student=c.data.template_student)
   student = lambda e: template.student_prompt(e, tokenizer)  # noqa: E731
   teacher = lambda e: template.teacher_prompts(e, tokenizer)[0]  # noqa: E731
-  test = tasks.test
-  if c.evaluation.limit:
-    test = {t: ex[:c.evaluation.limit] for t, ex in test.items()}
+  test = test_examples(c, tasks)
   bucket = {fn: _round_up(max(len(tokenizer.encode(fn(e))) for ex in test.values() for e in ex))
             for fn in (student, teacher)}
-  embeddings = dict(zip(test, hypernet.embed_texts(
-      base, tokenizer, [ex[0].context for ex in test.values()],
-      length=c.hypernet.instruction_len)))
-  cfg = hypernet_config(c)
-  runs = {"base": (lambda t: None, student), "base + instruction": (lambda t: None, teacher)}
+  length, cfg = c.hypernet.instruction_len, hypernet_config(c)
+  instructions = [ex[0].context for ex in test.values()]
+  embeddings = dict(zip(test, hypernet.embed_texts(base, tokenizer, instructions,
+                                                   length=length)))
+  read = hypernet.instruction_tokens(tokenizer, instructions, length)["segment_ids"].sum(1)
+  hypernet_flops = {t: hypernet.task_flops(base.spec, cfg, int(n)) for t, n in zip(test, read)}
+  lora_flops = lora_lib.flops_per_token(base.spec, cfg.lora_config())
+  systems = {"base": System(lambda t: None, student),
+             "base + instruction": System(lambda t: None, teacher)}
   for name, params in hypernets.items():
-    runs[name] = (lambda t, p=params: hypernet.task_lora(p, embeddings[t], base.spec, cfg),
-                  student)
-  results = {}
-  for name, (lora_of, prompt_of) in runs.items():
-    per_task = score(base, tokenizer, test, lora_of, prompt_of, c=c, bucket=bucket[prompt_of])
-    results[name] = {"splits": _by_split(per_task, tasks.split), "tasks": per_task}
+    systems[name] = System(lambda t, p=params: hypernet.task_lora(p, embeddings[t], base.spec, cfg),
+                           student, lora_flops, hypernet_flops.get)
   if adapters is not None:
     names, stack = adapters
     row = {t: i for i, t in enumerate(names)}
-    seen = {t: ex for t, ex in test.items() if t in row}
-
-    def lora_of(t):
-      return lora_lib.Lora(jax.tree.map(lambda x: x[row[t]], stack.weights), scale=stack.scale)
-
-    per_task = score(base, tokenizer, seen, lora_of, student, c=c, bucket=bucket[student])
-    results["per-task LoRA"] = {"splits": _by_split(per_task, tasks.split), "tasks": per_task}
+    systems["per-task LoRA"] = System(
+        lambda t: lora_lib.Lora(jax.tree.map(lambda x: x[row[t]], stack.weights),
+                                scale=stack.scale), student, lora_flops)
+  results = {}
+  for name, system in systems.items():
+    examples = {t: ex for t, ex in test.items() if name != "per-task LoRA" or t in row}
+    per_task = score(base, tokenizer, examples, system, c=c, bucket=bucket[system.prompt_of])
+    results[name] = {"splits": _by_split(per_task, tasks.split), "tasks": per_task}
   return results
 
 
+def _unseen(results, system: str) -> dict[str, float] | None:
+  return results.get(system, {}).get("splits", {}).get("unseen")
+
+
 def results_table(results: dict[str, Any]) -> str:
+  """Every system on both splits, with unseen EM and FLOPs relative to the base with the
+  instruction in its prompt (the issue's bar: >= 90% of its score at >= 2x fewer FLOPs)."""
+  ref = _unseen(results, "base + instruction")
   rows = []
   for system in [s for s in SYSTEMS if s in results]:
     cells = [system]
     for split in SPLITS:
       r = results[system]["splits"].get(split)
       cells += [f"{r['exact_match']:.3f}", f"{r['rouge_l']:.3f}", str(r["n"])] if r else ["-"] * 3
+    r = _unseen(results, system)
+    cells.append(f"{r['gflops']:.2f}" if r else "-")
+    ok = r and ref
+    cells.append(f"{100 * r['exact_match'] / ref['exact_match']:.0f}%"
+                 if ok and ref["exact_match"] else "-")
+    cells.append(f"{ref['gflops'] / r['gflops']:.2f}x" if ok else "-")
     rows.append(cells)
   return format_table(rows, ["system", "seen EM", "seen ROUGE-L", "n", "unseen EM",
-                             "unseen ROUGE-L", "n"])
+                             "unseen ROUGE-L", "n", "unseen GFLOPs/ex", "EM vs base+instr",
+                             "fewer FLOPs"])
+
+
+def ablation_table(results: dict[str, Any]) -> str:
+  """Stage 2 against each variant that drops one part: unseen and seen scores and the change
+  in unseen EM."""
+  full = _unseen(results, "hypernet stage 2")
+  rows = []
+  for system in ["hypernet stage 2", *ABLATIONS.values()]:
+    if system not in results:
+      continue
+    splits = results[system]["splits"]
+    u, s = splits.get("unseen"), splits.get("seen")
+    rows.append([system] + ([f"{u['exact_match']:.3f}", f"{u['rouge_l']:.3f}",
+                             f"{u['exact_match'] - full['exact_match']:+.3f}"] if u and full
+                            else ["-"] * 3)
+                + ([f"{s['exact_match']:.3f}", f"{s['rouge_l']:.3f}"] if s else ["-"] * 2))
+  return format_table(rows, ["stage 2", "unseen EM", "unseen ROUGE-L", "Δ unseen EM", "seen EM",
+                             "seen ROUGE-L"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,7 +477,7 @@ def run(c, workdir: str) -> dict[str, Any]:
                                         os.path.join(workdir, "adapters"), base=base,
                                         tokenizer=tokenizer)
   cfg = hypernet_config(c)
-  params = hypernet.init(base.spec, cfg, jax.random.key(c.train.seed))
+  params = init_params = hypernet.init(base.spec, cfg, jax.random.key(c.train.seed))
   hypernets, losses = {}, {}
   if c.stage1.steps:
     result = tagi.train_stage(c, stage1(c, tasks, base, tokenizer),
@@ -387,17 +489,22 @@ def run(c, workdir: str) -> dict[str, Any]:
     losses["stage1"] = {"before": result.before, "after": result.after}
   if c.stage2.steps:
     names = adapters[0] if adapters else seen
-    result = tagi.train_stage(c, stage2(c, tasks, base, tokenizer, names),
-                              os.path.join(workdir, "stage2"), base=base, tokenizer=tokenizer,
-                              mesh=mesh, params=params,
-                              task_adapters=adapters[1] if adapters else None)
-    if result.stopped_early:
-      return {"stopped_early": "stage2"}
-    hypernets["hypernet stage 2"] = result.params
-    losses["stage2"] = {"before": result.before, "after": result.after}
+    starts = {"": params, "no_kl": params, "no_alignment": params, "no_stage1": init_params}
+    for ablation in ["", *ablations(c)]:
+      stage = stage2(c, tasks, base, tokenizer, names, ablation=ablation)
+      result = tagi.train_stage(c, stage, os.path.join(workdir, stage.name), base=base,
+                                tokenizer=tokenizer, mesh=mesh, params=starts[ablation],
+                                task_adapters=adapters[1] if adapters else None)
+      if result.stopped_early:
+        return {"stopped_early": stage.name}
+      hypernets[ABLATIONS.get(ablation, "hypernet stage 2")] = result.params
+      losses[stage.name] = {"before": result.before, "after": result.after}
 
   results = evaluate_systems(c, tasks, base, tokenizer, hypernets, adapters)
   table = results_table(results)
+  if any(s in results for s in ABLATIONS.values()):
+    table += "\n\nAblations (each trains stage 2 again without one part):\n" + ablation_table(
+        results)
   summary = {"systems": {s: r["splits"] for s, r in results.items()},
              "per_task": {s: {t: {k: v for k, v in r.items() if k != "predictions"}
                               for t, r in res["tasks"].items()} for s, res in results.items()},

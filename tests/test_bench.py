@@ -86,6 +86,18 @@ def test_sliding_layers_count_attention_over_their_window_only():
   assert spec.flops_per_token(4) - spec.flops_per_token(0) == per_key * 12
 
 
+def test_generation_feeds_every_token_but_the_last_and_runs_the_head_once_per_new_token():
+  spec = from_hf_config(tiny.CONFIGS["gemma3"])
+  head = 2 * spec.hidden_size * spec.vocab_size
+  layers = spec.flops_per_token(0) - head  # the layers' matmuls, no attention
+  per_key = 4 * spec.num_heads * spec.head_dim
+  # 3 prompt tokens and 2 new ones: 4 fed tokens, seeing 1, 2, 3, 4 keys on every layer (all
+  # within the window of 6), and 2 LM-head calls.
+  keys = spec.num_layers * (1 + 2 + 3 + 4)
+  assert spec.generation_flops(3, 2) == 4 * layers + per_key * keys + 2 * head
+  assert spec.generation_flops(3, 1) == 3 * layers + per_key * spec.num_layers * 6 + head
+
+
 @pytest.mark.parametrize("workload,extra", [
     pytest.param("w2", ["--vs_torch", "--runs=1"], marks=pytest.mark.slow),  # 45 s, torch too
     ("w3", ["--examples=8", "--epochs=2"]),

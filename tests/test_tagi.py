@@ -14,6 +14,7 @@ import pytest
 from configs.tagi import get_config
 from rd import config as config_lib
 from rd import distill, hypernet, rouge, sharding, tagi, tagi_experiment
+from rd import lora as lora_lib
 from rd.data.examples import Example, write_jsonl
 from rd.lora import Lora
 from rd.tokenizer import load_tokenizer
@@ -162,8 +163,10 @@ def test_stage2_with_the_instruction_in_context_as_teacher(files, env):
 
 
 @pytest.mark.slow
-def test_job_trains_adapters_both_stages_and_scores_every_system(files, tmp_path):
-  summary = tagi_experiment.run(_config(files), str(tmp_path))
+def test_job_trains_adapters_both_stages_every_ablation_and_scores_every_system(files, tmp_path):
+  c = _config(files)
+  c.ablations = "no_kl,no_alignment,no_stage1"
+  summary = tagi_experiment.run(c, str(tmp_path))
   for stage, terms in (("stage1", ["ce"]), ("stage2", ["ce", "kl"])):
     losses = summary["losses"][stage]
     for term in terms:
@@ -184,6 +187,18 @@ def test_job_trains_adapters_both_stages_and_scores_every_system(files, tmp_path
   assert {r["system"] for r in rows} == set(tagi_experiment.SYSTEMS)
   assert all(math.isclose(r["rouge_l"], rouge.rouge_l(r["prediction"], r["answer"]))
              for r in rows)
+  for name in tagi_experiment.ABLATIONS:
+    assert os.path.exists(tmp_path / f"stage2_{name}" / "hypernet" / "hypernet.json")
+  # FLOPs: the base's from its token counts alone; the instruction makes the prompt dearer.
+  spec = load_model(files["model"]).spec
+  base_rows = [r for r in rows if r["system"] == "base"]
+  assert all(math.isclose(r["gflops"] * 1e9, spec.generation_flops(r["prompt_tokens"],
+                                                                   r["new_tokens"]))
+             for r in base_rows)
+  assert all(1 <= r["new_tokens"] <= c.evaluation.max_new_tokens for r in rows)
+  unseen = {s: v["unseen"]["gflops"] for s, v in systems.items() if "unseen" in v}
+  assert unseen["base + instruction"] > unseen["base"]
+  assert unseen["hypernet stage 2"] > unseen["base"]  # the LoRA and reading the instruction
 
 
 def _lora(values, batch=3):
@@ -212,6 +227,57 @@ def test_adapter_term_is_the_mse_over_valid_examples_weighted_by_its_sigmoid():
   # λ2 is a coefficient: the gradient of λ2·MSE is λ2 times the MSE's.
   grad = jax.grad(lambda x: tagi.weighted_loss({"adapter_mse": (x, n)}, loss_cfg, cfg)[0])(s)
   assert math.isclose(float(grad), lambda2 / 8, rel_tol=1e-5)
+
+
+def test_lora_and_hypernet_flops_are_twice_the_multiplied_parameters(env):
+  spec, cfg = env["base"].spec, hypernet.HypernetConfig(hidden=8, rank=2, targets=("q", "o"))
+  lora = lora_lib.init(spec, cfg.lora_config(), jax.random.key(0))
+  assert lora_lib.flops_per_token(spec, cfg.lora_config()) == 2 * lora_lib.num_params(lora)
+  p = hypernet.init(spec, cfg, jax.random.key(0))
+  cells = spec.num_layers * len(cfg.targets)  # the trunk runs once per (layer, target)
+  heads = spec.num_layers * sum(h["a_w"].size + h["b_w"].size for h in p["heads"].values())
+  mlp = 2 * (p["encoder"]["w"].size + cells * p["trunk"]["w"].size + heads)
+  assert hypernet.task_flops(spec, cfg, 0) == mlp
+  # Reading an instruction of n tokens costs what a prompt of n tokens costs, minus the head.
+  head = 2 * spec.hidden_size * spec.vocab_size
+  assert hypernet.task_flops(spec, cfg, 5) - mlp == spec.generation_flops(5, 1) - head
+
+
+def test_unseen_tasks_train_nothing_and_seen_limit_caps_only_seen_tasks(files, env):
+  tasks = env["tasks"]
+  assert tasks.train["mat"] == [] and len(tasks.test["mat"]) == 4  # unseen
+  assert tasks.test["mat"] == tasks.test["mat"][:4]
+  assert all(len(tasks.train[t]) == 8 for t in ("cat", "dog", "fox"))
+  c = _config(files)
+  c.evaluation.seen_limit = 2
+  test = tagi_experiment.test_examples(c, tasks)
+  assert {t: len(ex) for t, ex in test.items()} == {"cat": 2, "dog": 2, "fox": 2, "mat": 4}
+  c.evaluation.limit = 1
+  assert {len(ex) for ex in tagi_experiment.test_examples(c, tasks).values()} == {1}
+
+
+def test_a_suite_task_too_small_for_n_train_names_the_field():
+  c = get_config("tiny")
+  c.tasks.update(names="comparative", n_train=60)  # the task has 58 distinct inputs
+  with pytest.raises(config_lib.ConfigError, match=r"config\.tasks\.n_train"):
+    tagi_experiment.load_tasks(c)
+
+
+@pytest.mark.parametrize("update, message", [
+    (dict(ablations="no_rope"), "unknown"),
+    (dict(ablations="no_stage1", stage1=dict(steps=0)), "no_stage1 needs stage1.steps"),
+    (dict(ablations="no_kl", stage2=dict(kl_weight=0.0)), "no_kl needs"),
+    (dict(ablations="no_alignment", stage2=dict(adapter_weight=0.0)), "no_alignment needs"),
+])
+def test_bad_ablations_fail_naming_the_field(files, update, message):
+  c = _config(files)
+  for key, value in update.items():
+    if isinstance(value, dict):
+      c[key].update(value)
+    else:
+      c[key] = value
+  with pytest.raises(config_lib.ConfigError, match=rf"config\.ablations: .*{message}"):
+    tagi_experiment.validate(c)
 
 
 def test_rouge_l_matches_hand_computed_scores():

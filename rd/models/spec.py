@@ -76,6 +76,14 @@ class ModelSpec:
                for sliding in self.is_sliding)
     return self.num_layers * matmuls + 4 * h * hd * keys + 2 * d * self.vocab_size
 
+  def generation_flops(self, prompt_tokens: int, new_tokens: int) -> float:
+    """Forward FLOPs of greedy decoding with a KV cache: every fed token (the prompt, then each
+    new token but the last) runs the layers over the keys before it and itself; the LM head runs
+    once per new token (at the last prompt position and at each fed new token)."""
+    head = 2 * self.hidden_size * self.vocab_size
+    fed = prompt_tokens + max(new_tokens - 1, 0)
+    return sum(self.flops_per_token(i + 1) - head for i in range(fed)) + new_tokens * head
+
 
 def _rope_from_dict(params: dict[str, Any], field: str) -> Rope:
   rope_type = params.get("rope_type", params.get("type", "default"))
