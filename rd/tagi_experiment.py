@@ -12,7 +12,9 @@ unseen tasks. `run` is the whole experiment, top to bottom:
      and ROUGE-L, for: the base (input only), the base with the instruction in its prompt, the
      hypernetwork after stage 1 and after stage 2 (input only, LoRA = hypernet(instruction),
      one call per task), and the per-task adapters (seen tasks only);
-  6. a system x split table, `<workdir>/results.json` and `<workdir>/predictions.jsonl`.
+  6. a system x split table, the ablations' table, each unseen task's nearest seen task by
+     instruction embedding (what the hypernetwork cannot tell apart), `<workdir>/results.json`
+     and `<workdir>/predictions.jsonl`.
 
 Running the same command again resumes: finished adapters are reloaded, stages resume from
 their checkpoints.
@@ -373,20 +375,43 @@ def test_examples(c, tasks: Tasks) -> dict[str, list[Example]]:
   return out
 
 
-def evaluate_systems(c, tasks: Tasks, base, tokenizer, hypernets: dict[str, Any],
+def instruction_embeddings(c, test: dict[str, list[Example]], base,
+                           tokenizer) -> dict[str, np.ndarray]:
+  """Each task's instruction embedding [d]: the hypernetwork's input."""
+  instructions = [ex[0].context for ex in test.values()]
+  return dict(zip(test, hypernet.embed_texts(base, tokenizer, instructions,
+                                             length=c.hypernet.instruction_len)))
+
+
+def nearest_seen(embeddings: dict[str, np.ndarray],
+                 split: dict[str, str]) -> dict[str, dict[str, Any]]:
+  """{unseen task: {"task": the seen task whose instruction embedding is most similar,
+  "cosine": their cosine}}. Near 1, the hypernetwork's input barely differs from that seen
+  task's, and it tends to write that task's adapter."""
+  unit = {t: e / max(float(np.linalg.norm(e)), 1e-12) for t, e in embeddings.items()}
+  seen = [t for t in unit if split[t] == "seen"]
+  out = {}
+  for task in [t for t in unit if split[t] == "unseen" and seen]:
+    cosine = {s: float(unit[task] @ unit[s]) for s in seen}
+    best = max(cosine, key=cosine.get)
+    out[task] = {"task": best, "cosine": cosine[best]}
+  return out
+
+
+def evaluate_systems(c, tasks: Tasks, test: dict[str, list[Example]],
+                     embeddings: dict[str, np.ndarray], base, tokenizer,
+                     hypernets: dict[str, Any],
                      adapters: tuple[list[str], lora_lib.Lora] | None) -> dict[str, Any]:
   """{system: {"splits": {split: {exact_match, rouge_l, gflops, n}}, "tasks": per-task
-  results}}."""
+  results}} on `test` (`test_examples`), the hypernetworks reading `embeddings`
+  (`instruction_embeddings`)."""
   template = Template(teacher=c.data.template_teacher, student=c.data.template_student)
   student = lambda e: template.student_prompt(e, tokenizer)  # noqa: E731
   teacher = lambda e: template.teacher_prompts(e, tokenizer)[0]  # noqa: E731
-  test = test_examples(c, tasks)
   bucket = {fn: _round_up(max(len(tokenizer.encode(fn(e))) for ex in test.values() for e in ex))
             for fn in (student, teacher)}
   length, cfg = c.hypernet.instruction_len, hypernet_config(c)
   instructions = [ex[0].context for ex in test.values()]
-  embeddings = dict(zip(test, hypernet.embed_texts(base, tokenizer, instructions,
-                                                   length=length)))
   read = hypernet.instruction_tokens(tokenizer, instructions, length)["segment_ids"].sum(1)
   hypernet_flops = {t: hypernet.task_flops(base.spec, cfg, int(n)) for t, n in zip(test, read)}
   lora_flops = lora_lib.flops_per_token(base.spec, cfg.lora_config())
@@ -452,6 +477,20 @@ def ablation_table(results: dict[str, Any]) -> str:
                              "seen ROUGE-L"])
 
 
+def nearest_table(nearest: dict[str, dict[str, Any]], results: dict[str, Any]) -> str:
+  """Per unseen task: its nearest seen task, their cosine, and the EM of the base with the
+  instruction and of each hypernetwork after stage 2 on it."""
+  systems = [s for s in ("base + instruction", "hypernet stage 2", *ABLATIONS.values())
+             if s in results]
+  rows = []
+  for task, near in nearest.items():
+    ems = [results[s]["tasks"].get(task, {}).get("exact_match") for s in systems]
+    rows.append([task, near["task"], f"{near['cosine']:.3f}",
+                 *["-" if em is None else f"{em:.2f}" for em in ems]])
+  return format_table(rows, ["unseen task", "nearest seen task", "cosine",
+                             *[f"EM: {s}" for s in systems]])
+
+
 # ----------------------------------------------------------------------------------------------
 # The job
 
@@ -499,15 +538,21 @@ def run(c, workdir: str) -> dict[str, Any]:
       hypernets[ABLATIONS.get(ablation, "hypernet stage 2")] = result.params
       losses[stage.name] = {"before": result.before, "after": result.after}
 
-  results = evaluate_systems(c, tasks, base, tokenizer, hypernets, adapters)
+  test = test_examples(c, tasks)
+  embeddings = instruction_embeddings(c, test, base, tokenizer)
+  results = evaluate_systems(c, tasks, test, embeddings, base, tokenizer, hypernets, adapters)
+  nearest = nearest_seen(embeddings, tasks.split)
   table = results_table(results)
   if any(s in results for s in ABLATIONS.values()):
     table += "\n\nAblations (each trains stage 2 again without one part):\n" + ablation_table(
         results)
+  if nearest:
+    table += ("\n\nEach unseen task's nearest seen task by instruction embedding (the "
+              "hypernetwork's input):\n" + nearest_table(nearest, results))
   summary = {"systems": {s: r["splits"] for s, r in results.items()},
              "per_task": {s: {t: {k: v for k, v in r.items() if k != "predictions"}
                               for t, r in res["tasks"].items()} for s, res in results.items()},
-             "losses": losses, "tasks": tasks.split,
+             "losses": losses, "tasks": tasks.split, "nearest_seen": nearest,
              "hypernet_params": hypernet.num_params(params), "config": c.to_dict()}
   if jax.process_index() == 0:
     print("\n" + table)

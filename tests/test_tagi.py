@@ -196,9 +196,29 @@ def test_job_trains_adapters_both_stages_every_ablation_and_scores_every_system(
                                                                    r["new_tokens"]))
              for r in base_rows)
   assert all(1 <= r["new_tokens"] <= c.evaluation.max_new_tokens for r in rows)
+  unseen_tasks = {name for name, (split, _) in TASKS.items() if split == "unseen"}
+  assert set(summary["nearest_seen"]) == unseen_tasks
+  assert all(summary["tasks"][n["task"]] == "seen" and -1 <= n["cosine"] <= 1 + 1e-6
+             for n in summary["nearest_seen"].values())
   unseen = {s: v["unseen"]["gflops"] for s, v in systems.items() if "unseen" in v}
   assert unseen["base + instruction"] > unseen["base"]
   assert unseen["hypernet stage 2"] > unseen["base"]  # the LoRA and reading the instruction
+
+
+def test_nearest_seen_task_is_the_most_similar_instruction_by_cosine():
+  embeddings = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 3.0]),
+                "x": np.array([2.0, 1.0]), "y": np.array([-1.0, 4.0])}
+  split = {"a": "seen", "b": "seen", "x": "unseen", "y": "unseen"}
+  nearest = tagi_experiment.nearest_seen(embeddings, split)
+  assert nearest.keys() == {"x", "y"}
+  assert nearest["x"]["task"] == "a" and math.isclose(nearest["x"]["cosine"], 2 / math.sqrt(5))
+  assert nearest["y"]["task"] == "b" and math.isclose(nearest["y"]["cosine"], 4 / math.sqrt(17))
+  results = {"base + instruction": {"tasks": {"x": {"exact_match": 0.5}}},
+             "hypernet stage 2": {"tasks": {"x": {"exact_match": 0.25}}}}
+  lines = tagi_experiment.nearest_table(nearest, results).splitlines()
+  cells = [[c.strip() for c in line.split("|")] for line in lines[2:]]
+  assert cells == [["x", "a", "0.894", "0.50", "0.25"], ["y", "b", "0.970", "-", "-"]]
+  assert tagi_experiment.nearest_seen(embeddings, dict.fromkeys(embeddings, "unseen")) == {}
 
 
 def _lora(values, batch=3):
