@@ -540,7 +540,8 @@ def run(c, workdir: str) -> dict[str, Any]:
 
   test = test_examples(c, tasks)
   embeddings = instruction_embeddings(c, test, base, tokenizer)
-  results = evaluate_systems(c, tasks, test, embeddings, base, tokenizer, hypernets, adapters)
+  results = evaluate_systems(c, tasks, test, embeddings, base, tokenizer, hypernets,
+                             adapters if c.evaluation.per_task_adapters else None)
   nearest = nearest_seen(embeddings, tasks.split)
   table = results_table(results)
   if any(s in results for s in ABLATIONS.values()):
