@@ -390,8 +390,10 @@ def nearest_seen(embeddings: dict[str, np.ndarray],
   task's, and it tends to write that task's adapter."""
   unit = {t: e / max(float(np.linalg.norm(e)), 1e-12) for t, e in embeddings.items()}
   seen = [t for t in unit if split[t] == "seen"]
+  if not seen:
+    return {}
   out = {}
-  for task in [t for t in unit if split[t] == "unseen" and seen]:
+  for task in [t for t in unit if split[t] == "unseen"]:
     cosine = {s: float(unit[task] @ unit[s]) for s in seen}
     best = max(cosine, key=cosine.get)
     out[task] = {"task": best, "cosine": cosine[best]}
