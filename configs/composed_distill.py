@@ -4,14 +4,14 @@ r"""Composed distillation (Snell et al.): n in-context examples, k of which fit 
   python -m launch.composed_distill --config=configs/composed_distill.py --workdir=/tmp/cd \
       --config.composed.forms="('recursive',)" --config.composed.epochs=8
 
-The task is `rd.data.composed_tasks` (agents' codenames, one example per agent, questions that
+The task is `rd.tasks.composed_tasks` (agents' codenames, one example per agent, questions that
 name the agent by nationality); the window is `data.teacher_len` tokens. The job compares
 in-window prompting (zero-shot, k random examples, k BM25-retrieved, BM25's top one), the three
 composed forms (simultaneous, sequential, recursive) and the oracles (the relevant example alone
-or in its chunk) on held-out questions. See rd/composed_distill.py.
+or in its chunk) on held-out questions. See rd/methods/composed/job.py.
 
 Fields beyond `rd.config.base_config()`:
-  task.*               `rd.data.composed_tasks.TaskConfig`: num_items (n), questions per item
+  task.*               `rd.tasks.composed_tasks.TaskConfig`: num_items (n), questions per item
                        (train_lexical, train_per_item, heldout_per_item), seed.
   composed.forms       which forms to train.
   composed.chunk       examples per chunk (0 = k, as many as fit); R = ceil(n / chunk) rounds.
@@ -29,7 +29,7 @@ The argument picks a preset: "" (Gemma 3 270M) or "tiny" (smoke tests).
 """
 
 from rd.config import base_config
-from rd.data import composed_tasks as tasks
+from rd.tasks import composed_tasks as tasks
 
 
 def get_config(arg: str = ""):

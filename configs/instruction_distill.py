@@ -5,10 +5,10 @@ r"""Instruction internalization (Snell et al.) on tasks of rd's generated suite.
       --config.suite.tasks="('antonym','uppercase_word')" --config.train.steps=64
 
 The teacher is the base with a task's instruction and `suite.k` worked examples in its prompt,
-the student the base with the input only, plus one LoRA per task. See rd/instruction_distill.py.
+the student the base with the input only, plus one LoRA per task. See rd/methods/context_distill/instructions.py.
 
 Fields beyond `rd.config.base_config()`:
-  suite.tasks           task names of `rd.data.task_suite.TASKS`, one LoRA each.
+  suite.tasks           task names of `rd.tasks.task_suite.TASKS`, one LoRA each.
   suite.k               worked examples in the teacher's prompt.
   suite.n_train/n_test  training inputs and (disjoint) test inputs per task.
   suite.seed            the suite's seed (instances and shots).
@@ -23,7 +23,7 @@ The argument picks a preset: "" (Gemma 3 270M) or "tiny" (smoke tests).
 """
 
 from rd.config import base_config
-from rd.data import task_suite as ts
+from rd.tasks import task_suite as ts
 
 
 def get_config(arg: str = ""):

@@ -8,7 +8,7 @@ A teacher (the base with a document in its prompt) is distilled into a LoRA stud
 without it) on question-answer pairs about the documents, at temperature `loss.temperature`.
 The job also trains an SFT baseline on the same pairs (`sft.*`) and compares, on held-out
 paraphrased questions (`data.eval`): the student before and after, the teacher, RAG (BM25 top
-`evaluation.rag_k` documents in the prompt) and SFT. See rd/prompt_distill.py.
+`evaluation.rag_k` documents in the prompt) and SFT. See rd/methods/prompt_distill/job.py.
 
 Fields beyond `rd.config.base_config()`:
   questions.source      "given": the dataset's training pairs (`data.train`); "generated":
@@ -29,7 +29,7 @@ The argument picks a preset: "" (Gemma 3 270M, rd_facts/small) or "tiny" (smoke 
 """
 
 from rd.config import base_config
-from rd.data import facts
+from rd.tasks import facts
 
 
 def get_config(arg: str = ""):

@@ -8,10 +8,10 @@ The teacher is the base with a rule (its text and `rule.n_shots` worked examples
 students are the base + LoRA without it. For every rule and k the job trains SFT without the
 rule, SFT with the rule in the prompt, rule distillation with KL, with KL + hidden alignment,
 and the enhanced variant (teacher = base + the SFT-with-rule LoRA), then scores greedy exact
-match on in-distribution and out-of-distribution test inputs. See rd/rule_distill.py.
+match on in-distribution and out-of-distribution test inputs. See rd/methods/rule_distill/job.py.
 
 Fields beyond `rd.config.base_config()` (`data.train` / `data.eval` are set per training):
-  rule.rules          rules of `rd.data.rule_tasks.RULES` to run.
+  rule.rules          rules of `rd.tasks.rule_tasks.RULES` to run.
   rule.ks             training sizes (nested subsets); data.global_batch must be <= the smallest.
   rule.n_test         test inputs per split (ID and OOD); rule.n_shots worked examples in the
                       rule block; rule.seed the data's seed.
@@ -26,7 +26,7 @@ The argument picks a preset: "" (Gemma 3 270M) or "tiny" (smoke tests; set model
 """
 
 from rd.config import base_config
-from rd.data import rule_tasks
+from rd.tasks import rule_tasks
 
 
 def get_config(arg: str = ""):
@@ -46,7 +46,7 @@ def get_config(arg: str = ""):
   c.rule = dict(rules=rule_tasks.DEFAULT_RULES, ks=(4, 8, 16, 32), n_test=64, n_shots=3,
                 seed=0, epochs=20.0, max_steps=0, hidden_weight=1.0, hidden_layers=(8, 17))
   c.evaluation = dict(max_new_tokens=8, batch_size=16)
-  c.compile_cache = "auto"  # JAX's persistent compilation cache (rd/rule_distill.py)
+  c.compile_cache = "auto"  # JAX's persistent compilation cache (rd/methods/rule_distill/job.py)
   if arg == "tiny":
     c.data.update(teacher_len=128, student_len=64, response_len=24, global_batch=2,
                   eval_examples=2)

@@ -2,18 +2,18 @@ r"""Scratch-pad internalization on 1-8 digit addition (Snell et al.), at laptop 
 
   python -m launch.scratchpad_distill --config=configs/scratchpad_distill.py --workdir=/tmp/sp
 
-A tiny Llama-family model (`model_size`, char-level tokenizer, rd/data/addition.py) is trained
+A tiny Llama-family model (`model_size`, char-level tokenizer, rd/tasks/addition.py) is trained
 from scratch to add with a scratch-pad (`scratchpad.*`), then distilled into a LoRA student
 that answers directly (`train.steps`, `optim.lr`, `lora.*`), against a direct-answer model
 trained from scratch on the same problems (`direct.*`) and the scratch-pad model fine-tuned on
-direct gold answers. See rd/scratchpad_distill.py.
+direct gold answers. See rd/methods/context_distill/scratchpad.py.
 
 Fields beyond `rd.config.base_config()`:
   task.*            problem counts (train: the from-scratch trainings; distill: the unlabeled
                     problems the teacher works out; test: unseen problems), digits, seed;
                     format: how operands are written, "reversed" (zero-padded, least-
                     significant digit first, as answers are: a direct answer is learnable at
-                    this size), "padded" or "plain" (far more training; rd/data/addition.py).
+                    this size), "padded" or "plain" (far more training; rd/tasks/addition.py).
   model_size.*      hidden, layers, heads of the from-scratch model.
   scratchpad.*      steps and peak learning rate of the scratch-pad model's training.
   direct.*          the same for the direct-answer baseline trained from scratch.

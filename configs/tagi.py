@@ -7,11 +7,11 @@ Per-task teacher LoRAs trained on each seen task's instances, then the hypernetw
 stages (pretraining on text cut into (a, b, c); finetuning on the seen tasks with CE + λ1·KL +
 λ2·MSE to the task's LoRA), then exact match and ROUGE-L on seen and unseen tasks' test inputs
 for the base, the base with the instruction in its prompt, the hypernetwork after each stage,
-and the per-task LoRAs. See rd/tagi.py (training) and rd/tagi_experiment.py (the job).
+and the per-task LoRAs. See rd/methods/tagi/stages.py (training) and rd/methods/tagi/job.py (the job).
 
 Fields beyond `rd.config.base_config()` (whose `lora.*` shapes both the hypernetwork's output
 and the per-task LoRAs, and whose `data.template_*` are the suite's prompts):
-  tasks.source          "suite" (rd.data.task_suite) or a .jsonl of task examples with
+  tasks.source          "suite" (rd.tasks.task_suite) or a .jsonl of task examples with
                         meta.task and meta.split ("seen" / "unseen").
   tasks.names           comma-separated task names (default: every task, or the first
                         `tasks.seen` / `tasks.unseen` of each split; 0 = all).
@@ -45,7 +45,7 @@ tasks, a few steps: shows the stages run end to end, not the method's quality), 
 
 from rd.config import base_config
 
-# The task suite's prompts (rd.data.task_suite.TEACHER_TEMPLATE / STUDENT_TEMPLATE).
+# The task suite's prompts (rd.tasks.task_suite.TEACHER_TEMPLATE / STUDENT_TEMPLATE).
 TEACHER_TEMPLATE = "{context}\n\nInput: {query}\nOutput:"
 STUDENT_TEMPLATE = "Input: {query}\nOutput:"
 

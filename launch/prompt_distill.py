@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  from rd import prompt_distill  # after flag parsing: importing jax costs seconds
+  from rd.methods.prompt_distill import job as prompt_distill  # after flag parsing: importing jax costs seconds
   config_cli.validate_or_exit(prompt_distill.validate, FLAGS.config)
   prompt_distill.run(FLAGS.config, FLAGS.workdir)
 

@@ -1,5 +1,5 @@
 r"""Scratch-pad internalization on 1-8 digit addition: a model trained from scratch to add with a
-scratch-pad is distilled into the same model answering directly (rd/scratchpad_distill.py).
+scratch-pad is distilled into the same model answering directly (rd/methods/context_distill/scratchpad.py).
 
   python -m launch.scratchpad_distill --config=configs/scratchpad_distill.py --workdir=/tmp/sp
 
@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  from rd import scratchpad_distill  # after flag parsing: importing jax costs seconds
+  from rd.methods.context_distill import scratchpad as scratchpad_distill  # after flag parsing: importing jax costs seconds
   config_cli.validate_or_exit(scratchpad_distill.validate, FLAGS.config)
   scratchpad_distill.run(FLAGS.config, FLAGS.workdir)
 

@@ -34,7 +34,7 @@ def task_accuracy(base, tokenizer, names: Sequence[str], *, n: int, k: int, seed
   """{task: {"exact_match", "n", "family", "split", "predictions"}} for the teacher prompt
   (instruction + k shots + input), greedy, scored with `task_suite.is_correct`."""
   from rd import evaluate  # pylint: disable=import-outside-toplevel
-  from rd.data import task_suite as ts  # pylint: disable=import-outside-toplevel
+  from rd.tasks import task_suite as ts  # pylint: disable=import-outside-toplevel
   teacher = lambda e: ts.TEACHER_TEMPLATE.format(context=e.context, query=e.query)  # noqa: E731
   out = {}
   for name in names:
@@ -61,7 +61,7 @@ def family_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 def main(argv):
   del argv
-  from rd.data import task_suite as ts  # pylint: disable=import-outside-toplevel
+  from rd.tasks import task_suite as ts  # pylint: disable=import-outside-toplevel
   from rd.metrics import format_table  # pylint: disable=import-outside-toplevel
   from rd.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
   from rd.weights.load import load_model  # pylint: disable=import-outside-toplevel

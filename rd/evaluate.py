@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from rd import distill
-from rd.data import facts
+from rd.tasks import facts
 from rd.data.examples import Example
 from rd.data.tokenize import pad_sequences
 from rd.generate import generate_text

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import bm25s
 import numpy as np
 
-from rd.data import facts
+from rd.tasks import facts
 
 
 def _tokenize(texts: Sequence[str]) -> list[list[str]]:

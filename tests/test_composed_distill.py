@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from configs.composed_distill import get_config
-from rd import composed_distill as cd
+from rd.methods.composed import job as cd
 from rd import train as train_lib
 from rd.config import ConfigError
-from rd.data import composed_tasks as tasks
+from rd.tasks import composed_tasks as tasks
 from rd.data.examples import Example, read_jsonl
 from rd.data.tokenize import Featurizer
 from rd.data.templates import Template

@@ -3,7 +3,7 @@
 import pytest
 
 from rd import retrieval
-from rd.data import composed_tasks as tasks
+from rd.tasks import composed_tasks as tasks
 
 
 def test_splits_are_deterministic_and_consistent():

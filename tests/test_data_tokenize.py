@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rd.data import addition
+from rd.tasks import addition
 from rd.data.examples import Example
 from rd.data.packing import pack, pack_batch
 from rd.data.templates import QA, Template

@@ -1,10 +1,10 @@
-"""The invented-entity knowledge-injection dataset (`rd.data.facts`) and its answer scoring."""
+"""The invented-entity knowledge-injection dataset (`rd.tasks.facts`) and its answer scoring."""
 
 import re
 
 import pytest
 
-from rd.data import facts
+from rd.tasks import facts
 from rd.data.examples import Example
 
 # Common English words and given names that an invented name must never be.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rd import hypernet
+from rd.methods.tagi import hypernet
 from rd import lora as lora_lib
 from rd.models import Decoder, from_hf_config
 from rd.models import apply as apply_eager

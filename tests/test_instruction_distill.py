@@ -9,9 +9,9 @@ import types
 import pytest
 
 from configs.instruction_distill import get_config
-from rd import instruction_distill as idist
+from rd.methods.context_distill import instructions as idist
 from rd.config import ConfigError
-from rd.data import task_suite as ts
+from rd.tasks import task_suite as ts
 from rd.data.examples import read_jsonl
 from tests.fixtures import make_model_dir
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from configs.prompt_distill import get_config
-from rd import prompt_distill
+from rd.methods.prompt_distill import job as prompt_distill
 from rd.config import ConfigError
-from rd.data import facts
+from rd.tasks import facts
 from rd.data.examples import Example, read_jsonl, write_jsonl
 from rd.generate import generate_text
 from tests.fixtures import make_model_dir

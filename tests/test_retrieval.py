@@ -2,7 +2,7 @@
 
 import pytest
 
-from rd.data import facts
+from rd.tasks import facts
 from rd.retrieval import Retriever, rag_prompt
 
 CORPUS = [

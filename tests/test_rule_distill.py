@@ -13,7 +13,8 @@ import pytest
 from configs.rule_distill import get_config
 from rd import config as config_lib
 from rd import lora as lora_lib
-from rd import rule_distill, train
+from rd import train
+from rd.methods.rule_distill import job as rule_distill
 from rd.config import ConfigError
 from rd.weights import adapter
 from tests.fixtures import make_model_dir

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from rd.data import rule_tasks, sources
+from rd.data import sources
+from rd.tasks import rule_tasks
 from rd.data.examples import read_alpaca_records
 
 ALL = rule_tasks.RuleTaskConfig(rules=tuple(rule_tasks.RULES), n_test=16)

@@ -6,9 +6,9 @@ import random
 import pytest
 
 from configs.scratchpad_distill import get_config
-from rd import scratchpad_distill
+from rd.methods.context_distill import scratchpad as scratchpad_distill
 from rd.config import ConfigError
-from rd.data import addition
+from rd.tasks import addition
 
 
 def _columns_sum(pad: str) -> int:

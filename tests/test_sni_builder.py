@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from rd.data import task_suite as ts
+from rd.tasks import task_suite as ts
 from rd.data.tfds_builders import (SuperNaturalInstructions, config_with, load_examples,
                                    prepare)
 

@@ -13,7 +13,10 @@ import pytest
 
 from configs.tagi import get_config
 from rd import config as config_lib
-from rd import distill, hypernet, rouge, sharding, tagi, tagi_experiment
+from rd import distill, rouge, sharding
+from rd.methods.tagi import hypernet
+from rd.methods.tagi import job as tagi_experiment
+from rd.methods.tagi import stages as tagi
 from rd import lora as lora_lib
 from rd.data.examples import Example, write_jsonl
 from rd.lora import Lora

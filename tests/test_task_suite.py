@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from rd.data import task_suite as ts
-from rd.data import task_words as tw
+from rd.tasks import task_suite as ts
+from rd.tasks import task_words as tw
 from rd.data.tfds_builders import RdTaskSuite, config_with, load_examples
 
 # What the TFDS builder's default config draws per task: k shots + train + test instances.

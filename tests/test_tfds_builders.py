@@ -10,7 +10,7 @@ import grain
 import pytest
 import tensorflow_datasets as tfds
 
-from rd.data import facts
+from rd.tasks import facts
 from rd.data.examples import Example, read_jsonl, write_jsonl
 from rd.data.tfds_builders import (ExampleBuilder, RdFacts, config_with, data_source,
                                    default_data_dir, download_config, example_to_record,

@@ -1,4 +1,4 @@
-"""`rd_facts`: the invented-entity knowledge-injection dataset (`rd.data.facts`) as TFDS.
+"""`rd_facts`: the invented-entity knowledge-injection dataset (`rd.tasks.facts`) as TFDS.
 
 Configs: `small` (24 documents, the embedded job's default) and `large` (200 documents), both
 seed 0; `config_with(RdFacts.config_named("small"), seed=3)` or
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import tensorflow_datasets as tfds
 
-from rd.data import facts
+from rd.tasks import facts
 from rd.data.examples import Example
 from rd.data.tfds_builders.base import ExampleBuilder, ExampleBuilderConfig
 
@@ -36,7 +36,7 @@ class FactsBuilderConfig(ExampleBuilderConfig):
 
 class RdFacts(ExampleBuilder):
   """Documents about invented people, towns and organisations, with training questions and
-  held-out paraphrased questions about their facts (see `rd.data.facts`)."""
+  held-out paraphrased questions about their facts (see `rd.tasks.facts`)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First version."}

@@ -15,7 +15,7 @@ as in Tk-Instruct; 0 = all) and `test` (the first `max_eval_instances` instances
 task, which the dataset orders label-balanced for evaluation, as Tk-Instruct reads them).
 
 An instance becomes `Example(context=definition + the first k positive examples (in
-`rd.data.task_suite`'s "Input: ...\\nOutput: ..." format), query=input, response=" " + the first
+`rd.tasks.task_suite`'s "Input: ...\\nOutput: ..." format), query=input, response=" " + the first
 output + "\\n")`, so the suite's templates (`task_suite.TEACHER_TEMPLATE` /
 `STUDENT_TEMPLATE`) fit it too. `meta` has the same keys as the suite's (task, family = the first
 category, split = seen/unseen, instruction, answer) plus answers (every reference output), id,
@@ -33,7 +33,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from rd.data import task_suite as ts
+from rd.tasks import task_suite as ts
 from rd.data.examples import Example
 from rd.data.tfds_builders.base import ExampleBuilder, ExampleBuilderConfig
 

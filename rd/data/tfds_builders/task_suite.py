@@ -1,4 +1,4 @@
-"""`rd_task_suite`: the generated multi-task suite (`rd.data.task_suite`) as TFDS.
+"""`rd_task_suite`: the generated multi-task suite (`rd.tasks.task_suite`) as TFDS.
 
 Splits:
   train        seen tasks, instances 0 .. size-1 of each task's stream
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import tensorflow_datasets as tfds
 
-from rd.data import task_suite as ts
+from rd.tasks import task_suite as ts
 from rd.data.examples import Example
 from rd.data.tfds_builders.base import ExampleBuilder, ExampleBuilderConfig
 
@@ -34,7 +34,7 @@ class TaskSuiteBuilderConfig(ExampleBuilderConfig):
 
 
 class RdTaskSuite(ExampleBuilder):
-  """rd's generated tasks with natural-language instructions (see `rd.data.task_suite`)."""
+  """rd's generated tasks with natural-language instructions (see `rd.tasks.task_suite`)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First version."}

@@ -1,5 +1,5 @@
 """Instruction internalization (Snell et al., 2022, "Learning by Distilling Context"), one LoRA
-per task of the generated suite (`rd.data.task_suite`), and its baselines.
+per task of the generated suite (`rd.tasks.task_suite`), and its baselines.
 
 The teacher is the base model with the task's instruction and k worked examples in its prompt;
 the student is the same base with only the input (`Input: x\\nOutput:`) plus a LoRA. Distilling
@@ -40,7 +40,7 @@ from absl import logging
 from rd import config as config_lib
 from rd import evaluate, train
 from rd import lora as lora_lib
-from rd.data import task_suite as ts
+from rd.tasks import task_suite as ts
 from rd.data.examples import Example, write_jsonl
 from rd.generate import generate_text
 from rd.metrics import format_table
@@ -66,9 +66,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   stand_in.data.train = stand_in.data.train or "tfds:rd_task_suite:train"
   config_lib.validate(stand_in)
   s = c.suite
-  _check(len(s.tasks) > 0, "suite.tasks", "name at least one task of rd.data.task_suite.TASKS")
+  _check(len(s.tasks) > 0, "suite.tasks", "name at least one task of rd.tasks.task_suite.TASKS")
   unknown = [t for t in s.tasks if t not in ts.TASKS]
-  _check(not unknown, "suite.tasks", f"unknown task(s) {unknown}; see rd.data.task_suite.TASKS")
+  _check(not unknown, "suite.tasks", f"unknown task(s) {unknown}; see rd.tasks.task_suite.TASKS")
   _check(len(set(s.tasks)) == len(s.tasks), "suite.tasks", "a task is listed twice")
   _check(s.k >= 0, "suite.k", "must be >= 0")
   _check(s.n_train >= 1 and s.n_test >= 1, "suite", "n_train and n_test must be >= 1")

@@ -1,7 +1,7 @@
 """Rule distillation (Yang et al.): a textual rule into a LoRA, against SFT, by sample size k.
 
 The teacher is the base model with a rule in its prompt (the rule's text and a few worked
-examples: `rd.data.rule_tasks`); the student is the same base without it, plus a LoRA. For each
+examples: `rd.tasks.rule_tasks`); the student is the same base without it, plus a LoRA. For each
 rule and each training size k (nested subsets of one list), `run` trains five students, each
 in its own workdir `<workdir>/<rule>/k<k>/<system>/`:
 
@@ -43,7 +43,8 @@ from absl import logging
 from rd import config as config_lib
 from rd import evaluate, train
 from rd.cache import cache_dir
-from rd.data import rule_tasks, sources
+from rd.data import sources
+from rd.tasks import rule_tasks
 from rd.data.examples import Example, read_json, write_json
 from rd.metrics import format_table
 from rd.tokenizer import load_tokenizer

@@ -2,7 +2,7 @@
 
 The window is `data.teacher_len` tokens: every prompt of this job (a teacher's, or a baseline's)
 holds BOS, at most `k` examples, a question and `data.response_len` answer tokens within it, `k`
-being the most examples that always fit (`Window.capacity`). The task (`rd.data.composed_tasks`)
+being the most examples that always fit (`Window.capacity`). The task (`rd.tasks.composed_tasks`)
 has n >= 4k examples, each the only source of one item's answer. `run` is the experiment:
 
   1. data: the task, `k`, the chunks (a seeded random order of the n examples cut into
@@ -49,7 +49,7 @@ from absl import logging
 from rd import config as config_lib
 from rd import evaluate, retrieval, train
 from rd import lora as lora_lib
-from rd.data import composed_tasks as tasks
+from rd.tasks import composed_tasks as tasks
 from rd.data.examples import Example, write_jsonl
 from rd.metrics import format_table
 from rd.tokenizer import load_tokenizer

@@ -1,4 +1,4 @@
-"""The lexicon behind the generated task suite (`rd.data.task_suite`): common English words by
+"""The lexicon behind the generated task suite (`rd.tasks.task_suite`): common English words by
 category, inflections, antonyms, countries and capitals, names and cities.
 
 Everything is a tuple or a dict with a fixed order, so sampling from it with a seeded

@@ -38,7 +38,8 @@ from absl import logging
 from rd import config as config_lib
 from rd import evaluate, retrieval, train
 from rd import lora as lora_lib
-from rd.data import facts, sources
+from rd.data import sources
+from rd.tasks import facts
 from rd.data.examples import Example, write_jsonl
 from rd.generate import Sampling, generate_text
 from rd.metrics import format_table

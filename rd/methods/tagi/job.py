@@ -1,7 +1,7 @@
 """The TAGI job: per-task adapters, the hypernetwork's two stages, and a comparison on seen and
 unseen tasks. `run` is the whole experiment, top to bottom:
 
-  1. tasks: the generated suite (`rd.data.task_suite`, seen/unseen split) or a JSONL file of
+  1. tasks: the generated suite (`rd.tasks.task_suite`, seen/unseen split) or a JSONL file of
      task examples (`meta.task`, `meta.split`); per task, the first `tasks.n_train` examples
      train and the next `tasks.n_test` test. A task's instruction is its examples' `context`
      (the suite's: the instruction and `tasks.shots` worked examples);
@@ -36,7 +36,9 @@ import numpy as np
 from absl import logging
 
 from rd import config as config_lib
-from rd import evaluate, hypernet, sharding, tagi
+from rd import evaluate, sharding
+from rd.methods.tagi import hypernet
+from rd.methods.tagi import stages as tagi
 from rd import lora as lora_lib
 from rd import rouge
 from rd.data import sources
@@ -75,7 +77,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(source == "suite" or (source.endswith(".jsonl") and os.path.exists(source)),
          "tasks.source", f"{source!r}: use 'suite' or an existing .jsonl of task examples")
   if source == "suite" and c.tasks.names:
-    from rd.data import task_suite  # pylint: disable=import-outside-toplevel
+    from rd.tasks import task_suite  # pylint: disable=import-outside-toplevel
     unknown = sorted(set(_names(c.tasks.names)) - set(task_suite.TASKS))
     _check(not unknown, "tasks.names", f"unknown tasks {unknown}")
   _check(c.tasks.n_train > 0 and c.tasks.n_test > 0, "tasks", "n_train and n_test must be > 0")
@@ -173,7 +175,7 @@ def load_tasks(c) -> Tasks:
   n_train, n_test = c.tasks.n_train, c.tasks.n_test
   train, test, split = {}, {}, {}
   if c.tasks.source == "suite":
-    from rd.data import task_suite as ts  # pylint: disable=import-outside-toplevel
+    from rd.tasks import task_suite as ts  # pylint: disable=import-outside-toplevel
     chosen = _names(c.tasks.names) or [
         *_pick(ts.task_names("seen"), c.tasks.seen), *_pick(ts.task_names("unseen"),
                                                             c.tasks.unseen)]

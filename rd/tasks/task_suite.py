@@ -3,7 +3,7 @@ generator of (input, output) instances, split into seen and unseen tasks.
 
 What it is for: a hypernetwork that reads a task's instruction and writes a LoRA (TAGI) trains
 on the seen tasks and is tested on the unseen ones; instruction internalization
-(`rd.instruction_distill`) distils "instruction + worked examples + input" into "input only".
+(`rd.methods.context_distill.instructions`) distils "instruction + worked examples + input" into "input only".
 
 * `TASKS`: name -> `Task(name, family, instruction, split, generator)`; `task.sample(rng, n)`
   draws n instances with distinct inputs. Families group tasks that work alike (letters of a
@@ -36,7 +36,7 @@ import dataclasses
 import random
 from collections.abc import Callable, Sequence
 
-from rd.data import task_words as tw
+from rd.tasks import task_words as tw
 from rd.data.examples import Example
 
 TEACHER_TEMPLATE = "{context}\n\nInput: {query}\nOutput:"
@@ -703,7 +703,7 @@ def task_examples(name: str, n: int, *, k: int = 3, seed: int = 0,
   """n `Example`s of one task (see the module docstring); `skip` instances are passed over
   first, so (skip=0, n=a) and (skip=a, n=b) are disjoint train and test sets."""
   if name not in TASKS:
-    raise KeyError(f"unknown task {name!r}; see rd.data.task_suite.TASKS")
+    raise KeyError(f"unknown task {name!r}; see rd.tasks.task_suite.TASKS")
   shots, instances = draw(name, n, k=k, seed=seed, skip=skip)
   return [to_example(TASKS[name], shots, i) for i in instances]
 

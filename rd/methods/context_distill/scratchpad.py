@@ -1,7 +1,7 @@
 """Scratch-pad internalization (Snell et al.): distill a model that adds with a scratch-pad into
 the same model answering directly, and the baselines trained on the same data.
 
-`run` is the experiment, top to bottom (every model is `rd/data/addition.py`'s tiny char-level
+`run` is the experiment, top to bottom (every model is `rd/tasks/addition.py`'s tiny char-level
 Llama; every training is `rd.train.train`, resumable in its own workdir):
 
   1. a random model and its tokenizer                                 -> <workdir>/init
@@ -35,7 +35,7 @@ from flax import nnx
 
 from rd import train
 from rd.config import ConfigError
-from rd.data import addition
+from rd.tasks import addition
 from rd.data.examples import read_json, write_json, write_jsonl
 from rd.generate import generate_text
 from rd.metrics import format_table

@@ -1,5 +1,5 @@
 """TAGI's training (Liao et al., NeurIPS 2024): per-task teacher adapters, and the hypernetwork's
-two stages (`rd.hypernet` writes the student's LoRA from the instruction).
+two stages (`rd.methods.tagi.hypernet` writes the student's LoRA from the instruction).
 
   per-task adapters  `train_task_adapters`: one LoRA per training task, trained on its
                      instances with CE (`rd.train.train`, kl_weight=0, ce_weight=1), all from the
@@ -39,7 +39,8 @@ from absl import logging
 from tqdm import tqdm
 
 from rd import config as config_lib
-from rd import distill, hypernet, sharding, train, xla_cpu
+from rd import distill, sharding, train, xla_cpu
+from rd.methods.tagi import hypernet
 from rd.checkpoint import Checkpointer, PreemptionGuard
 from rd.data.examples import Example, write_jsonl
 from rd.data.pipeline import make_iterator

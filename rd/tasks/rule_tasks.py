@@ -21,8 +21,8 @@ and `<out>/manifest.json` ({rule: {"context", "splits": {split: "paired:WITH,WIT
 The worked examples, the training inputs and both test sets are disjoint. Everything is a
 deterministic function of `RuleTaskConfig` (seed included).
 
-  python -m rd.data.rule_tasks --out /tmp/rules
-  python -m rd.data.rule_tasks --out /tmp/rules --rules add_x,swap_words --n_test 32 --seed 1
+  python -m rd.tasks.rule_tasks --out /tmp/rules
+  python -m rd.tasks.rule_tasks --out /tmp/rules --rules add_x,swap_words --n_test 32 --seed 1
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ def write_rule_tasks(out: str, config: RuleTaskConfig = RuleTaskConfig()) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m rd.data.rule_tasks",
+  parser = argparse.ArgumentParser(prog="python -m rd.tasks.rule_tasks",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="directory for <rule>/*.json + manifest")
   parser.add_argument("--rules", default=",".join(DEFAULT_RULES),
