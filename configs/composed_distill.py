@@ -1,7 +1,7 @@
 r"""Composed distillation (Snell et al.): n in-context examples, k of which fit the window.
 
-  python -m launch.composed_distill --config=configs/composed_distill.py --workdir=/tmp/cd
-  python -m launch.composed_distill --config=configs/composed_distill.py --workdir=/tmp/cd \
+  python -m launch.run --config=configs/composed_distill.py --workdir=/tmp/cd
+  python -m launch.run --config=configs/composed_distill.py --workdir=/tmp/cd \
       --config.composed.forms="('recursive',)" --config.composed.epochs=8
 
 The task is `rd.tasks.composed_tasks` (agents' codenames, one example per agent, questions that
@@ -34,6 +34,7 @@ from rd.tasks import composed_tasks as tasks
 
 def get_config(arg: str = ""):
   c = base_config()
+  c.job = "rd.methods.composed.job"
   # Gemma 3 tokens: an example is 17, the longest question 13, an answer 2 (codename, newline);
   # the 128-token window holds k = 5 examples, so n = 20 is 4 windows; in chunks of 2 (below),
   # 10 rounds. Simultaneous alone took 36 minutes on 2 shared CPU cores (2 s a step of 2).

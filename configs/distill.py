@@ -1,6 +1,6 @@
 r"""Generic context distillation from a JSONL file of {context, query, response} examples.
 
-  python -m launch.distill --config=configs/distill.py --workdir=/tmp/run \
+  python -m launch.run --config=configs/distill.py --workdir=/tmp/run \
       --config.data.train=train.jsonl --config.optim.lr=3e-4
 
 The argument picks a size preset: `get_config("tiny")` for smoke tests.

@@ -1,7 +1,7 @@
 r"""Instruction internalization (Snell et al.) on tasks of rd's generated suite.
 
-  python -m launch.instruction_distill --config=configs/instruction_distill.py --workdir=/tmp/id
-  python -m launch.instruction_distill --config=configs/instruction_distill.py --workdir=/tmp/id \
+  python -m launch.run --config=configs/instruction_distill.py --workdir=/tmp/id
+  python -m launch.run --config=configs/instruction_distill.py --workdir=/tmp/id \
       --config.suite.tasks="('antonym','uppercase_word')" --config.train.steps=64
 
 The teacher is the base with a task's instruction and `suite.k` worked examples in its prompt,
@@ -28,6 +28,7 @@ from rd.tasks import task_suite as ts
 
 def get_config(arg: str = ""):
   c = base_config()
+  c.job = "rd.methods.context_distill.instructions"
   # Gemma 3 tokens, BOS included: the default tasks' longest teacher prompt is 52, student 9;
   # a response (the first line of at most 12 generated tokens, " " and "\n") <= 14.
   c.data.update(template_teacher=ts.TEACHER_TEMPLATE, template_student=ts.STUDENT_TEMPLATE,

@@ -1,7 +1,7 @@
 r"""Prompt distillation (knowledge injection, Kujanpää et al.) on the bundled facts dataset.
 
-  python -m launch.prompt_distill --config=configs/prompt_distill.py --workdir=/tmp/pd
-  python -m launch.prompt_distill --config=configs/prompt_distill.py --workdir=/tmp/pd \
+  python -m launch.run --config=configs/prompt_distill.py --workdir=/tmp/pd
+  python -m launch.run --config=configs/prompt_distill.py --workdir=/tmp/pd \
       --config.questions.source=generated --config.train.steps=200
 
 A teacher (the base with a document in its prompt) is distilled into a LoRA student (the base
@@ -34,6 +34,7 @@ from rd.tasks import facts
 
 def get_config(arg: str = ""):
   c = base_config()
+  c.job = "rd.methods.prompt_distill.job"
   c.data.update(train="tfds:rd_facts/small:train", eval="tfds:rd_facts/small:test",
                 template_teacher=facts.TEACHER_TEMPLATE, template_student=facts.STUDENT_TEMPLATE,
                 # rd_facts/small in Gemma 3 tokens, BOS included: the longest teacher
@@ -65,13 +66,13 @@ def get_config(arg: str = ""):
   c.evaluation = dict(documents="tfds:rd_facts/small:documents", rag_k=1, max_new_tokens=8,
                       batch_size=32, limit=128)
   if arg == "tiny":
-    c.data.update(teacher_len=192, student_len=64, response_len=16, global_batch=4,
+    c.data.update(teacher_len=320, student_len=128, response_len=32, global_batch=4,
                   eval_examples=8)
     c.lora.update(rank=4, alpha=8.0)
     c.optim.update(lr=1e-2, warmup_steps=2)
     c.train.update(steps=4, log_every=2)
     c.questions.update(per_document=1, max_new_tokens=24, batch_size=4)
-    c.evaluation.update(max_new_tokens=4, batch_size=8)
+    c.evaluation.update(max_new_tokens=12, batch_size=8)
   elif arg:
     raise ValueError(f"unknown preset {arg!r}; use '' or 'tiny'")
   return c

@@ -1,7 +1,7 @@
 r"""Rule distillation (Yang et al.) on rd's own rule tasks, by training size k.
 
-  python -m launch.rule_distill --config=configs/rule_distill.py --workdir=/tmp/rule
-  python -m launch.rule_distill --config=configs/rule_distill.py --workdir=/tmp/rule \
+  python -m launch.run --config=configs/rule_distill.py --workdir=/tmp/rule
+  python -m launch.run --config=configs/rule_distill.py --workdir=/tmp/rule \
       --config.rule.rules="('add_x',)" --config.rule.ks="(4, 16)" --config.rule.n_test=32
 
 The teacher is the base with a rule (its text and `rule.n_shots` worked examples) in its prompt;
@@ -31,6 +31,7 @@ from rd.tasks import rule_tasks
 
 def get_config(arg: str = ""):
   c = base_config()
+  c.job = "rd.methods.rule_distill.job"
   c.data.update(template_teacher=rule_tasks.TEACHER_TEMPLATE,
                 template_student=rule_tasks.STUDENT_TEMPLATE,
                 # Gemma 3 tokens with BOS, seed 0, every rule of rule_tasks.RULES: the longest

@@ -1,6 +1,6 @@
 r"""Scratch-pad internalization on 1-8 digit addition (Snell et al.), at laptop scale.
 
-  python -m launch.scratchpad_distill --config=configs/scratchpad_distill.py --workdir=/tmp/sp
+  python -m launch.run --config=configs/scratchpad_distill.py --workdir=/tmp/sp
 
 A tiny Llama-family model (`model_size`, char-level tokenizer, rd/tasks/addition.py) is trained
 from scratch to add with a scratch-pad (`scratchpad.*`), then distilled into a LoRA student
@@ -28,6 +28,7 @@ from rd.config import base_config
 
 def get_config(arg: str = ""):
   c = base_config()
+  c.job = "rd.methods.context_distill.scratchpad"
   c.model.path = ""  # set by the job: <workdir>/init, then <workdir>/scratchpad/model
   # Longest sequences in chars, BOS included: problem 18 + scratch-pad 41 + answer 9 + EOS.
   # These are the scratch-pad training's lengths; direct answers get shorter ones (the job).

@@ -1,7 +1,7 @@
 r"""TAGI (Liao et al., NeurIPS 2024): a hypernetwork reads a task's instruction and writes its LoRA.
 
-  python -m launch.tagi --config=configs/tagi.py --workdir=/tmp/tagi
-  python -m launch.tagi --config=configs/tagi.py:smoke --workdir=/tmp/tagi-smoke
+  python -m launch.run --config=configs/tagi.py --workdir=/tmp/tagi
+  python -m launch.run --config=configs/tagi.py:smoke --workdir=/tmp/tagi-smoke
 
 Per-task teacher LoRAs trained on each seen task's instances, then the hypernetwork's two
 stages (pretraining on text cut into (a, b, c); finetuning on the seen tasks with CE + λ1·KL +
@@ -52,6 +52,7 @@ STUDENT_TEMPLATE = "Input: {query}\nOutput:"
 
 def get_config(arg: str = ""):
   c = base_config()
+  c.job = "rd.methods.tagi.job"
   c.data.update(template_teacher=TEACHER_TEMPLATE, template_student=STUDENT_TEMPLATE,
                 teacher_len=192, student_len=48, response_len=16, global_batch=8,
                 eval_examples=32)

@@ -4,7 +4,7 @@ r"""Runs a job as N cooperating JAX processes on this machine: the CPU stand-in 
       --config=configs/distill.py:tiny --workdir=/tmp/run --config.model.path=MODEL \
       --config.data.train=train.jsonl --config.mesh.data=2
 
-Everything after `--` goes to the job (default `launch.distill`; `--module` picks another that
+Everything after `--` goes to the job (default `launch.run`; `--module` picks another that
 takes the same --coordinator_address/--num_processes/--process_id flags). Each process gets
 `--coordinator_address=127.0.0.1:PORT --num_processes=N --process_id=i`, JAX_PLATFORMS=cpu and
 `devices_per_process` fake CPU devices (XLA_FLAGS), so the job sees N * devices_per_process
@@ -80,7 +80,7 @@ def _stop(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
 
 
 def run(job_args: list[str], *, num_processes: int = 2, devices_per_process: int = 1,
-        module: str = "launch.distill", port: int | None = None, timeout: float | None = None,
+        module: str = "launch.run", port: int | None = None, timeout: float | None = None,
         out=None) -> int:
   """Starts the processes, streams their prefixed output to `out`, returns 0 if all succeed."""
   out = out or sys.stdout
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--num_processes", type=int, default=2)
   parser.add_argument("--devices_per_process", type=int, default=1,
                       help="fake CPU devices in each process")
-  parser.add_argument("--module", default="launch.distill", help="the job's module")
+  parser.add_argument("--module", default="launch.run", help="the job's module")
   parser.add_argument("--port", type=int, default=None, help="coordinator port (default: free)")
   parser.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
   args = parser.parse_args(own)

@@ -6,7 +6,7 @@
 #       --config.model.path=/mnt/shared/gemma-3-270m --config.data.train=/mnt/shared/train.jsonl \
 #       --config.mesh.data=-1 --config.mesh.fsdp=1
 #
-# Every argument goes to `python -m launch.distill`, which gets `--distributed=auto`:
+# Every argument goes to `python -m launch.run`, which gets `--distributed=auto`:
 # `jax.distributed.initialize()` with no arguments reads the coordinator, process count and
 # process id from the TPU VM's metadata, so no worker needs a different command line.
 #
@@ -31,7 +31,7 @@
 # Ctrl-C stops the local gcloud ssh, not necessarily the remote processes; to clean up a
 # stuck run (a TPU held by a dead job shows "TPU in use"):
 #   gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all \
-#     --command='pkill -f "-m launch.distill" || true'
+#     --command='pkill -f "-m launch.run" || true'
 set -euo pipefail
 
 : "${TPU_NAME:?set TPU_NAME to the pod slice name}"
@@ -46,7 +46,7 @@ fi
 
 # Quote every job argument for the remote shell; RD_DIR keeps an unquoted leading ~.
 job=$(printf ' %q' "$@")
-remote="cd ${RD_DIR} && PYTHONUNBUFFERED=1 ${PYTHON} -m launch.distill --distributed=auto${job}"
+remote="cd ${RD_DIR} && PYTHONUNBUFFERED=1 ${PYTHON} -m launch.run --distributed=auto${job}"
 
 cmd=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$remote")
 if [[ -n "${PROJECT:-}" ]]; then

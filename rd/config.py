@@ -13,6 +13,8 @@ import ml_collections
 
 from rd import lora as lora_lib
 from rd.data import sources
+from rd.data import tokenize
+from rd.data.templates import Template
 from rd.data.tokenize import Buckets
 from rd.distill import LossConfig, OptimConfig
 from rd.losses import DIVERGENCES
@@ -28,6 +30,7 @@ class ConfigError(ValueError):
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.job = "rd.methods.distill"  # the module whose run(job) this config drives (launch/run.py)
   c.model = dict(path="gemma3-270m", dtype="float32")
   # init_from: start the student from an earlier run's LoRA (its workdir or adapter directory):
   # sequential composed distillation, or fine-tuning on top of a distilled student.
@@ -39,9 +42,14 @@ def base_config() -> ml_collections.ConfigDict:
   # rd/data/shared_prefix.py).
   c.teacher = dict(lora_workdir="", cache=False, share_prefixes=True)
   # workers: processes that featurize training batches (grain's mp_prefetch; 0: in this one).
+  # overflow: "error" (default): before training, every example is measured with the tokenizer
+  # and a sequence or response longer than its length stops the job with one line naming the
+  # field and the length needed; "truncate": cut (responses from the right, prompts from the
+  # left), counted and logged.
   c.data = dict(train="", eval="", template_teacher="{context}\n\n{query}",
                 template_student="{query}", teacher_len=256, student_len=128, response_len=32,
-                add_eos=False, global_batch=8, seed=0, eval_examples=64, workers=0)
+                add_eos=False, global_batch=8, seed=0, eval_examples=64, workers=0,
+                overflow="error")
   # teacher_temperature: the teacher side's T when it differs from temperature (0: the same).
   c.loss = dict(kl_weight=1.0, divergence="forward_kl", temperature=1.0, teacher_temperature=0.0,
                 ce_weight=0.0, hidden_weight=0.0, hidden_layers=(), chunk_size=256, remat="none")
@@ -81,6 +89,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(c.data.workers >= 0, "data.workers", "must be >= 0 (0: featurize in this process)")
   _check(c.data.response_len < min(c.data.teacher_len, c.data.student_len), "data.response_len",
          "must be shorter than data.teacher_len and data.student_len")
+  _check(c.data.overflow in ("error", "truncate"), "data.overflow", "use 'error' or 'truncate'")
   _check(c.loss.divergence in DIVERGENCES, "loss.divergence", f"choose from {DIVERGENCES}")
   _check(c.loss.remat in REMAT_POLICIES, "loss.remat", f"choose from {sorted(REMAT_POLICIES)}")
   _check(c.loss.temperature > 0, "loss.temperature", "must be > 0")
@@ -119,6 +128,20 @@ def loss_config(c) -> LossConfig:
 
 def optim_config(c) -> OptimConfig:
   return OptimConfig(total_steps=c.train.steps, **c.optim.to_dict())
+
+
+def check_lengths(c, tokenizer, examples) -> dict[str, int]:
+  """Measures `examples` with the tokenizer as training will see them; raises one `ConfigError`
+  naming the length field to raise (and to what) when something would be cut. Returns the
+  longest teacher / student sequence and response."""
+  template = Template(teacher=c.data.template_teacher, student=c.data.template_student)
+  need = tokenize.longest(tokenizer, template, examples, add_eos=c.data.add_eos)
+  for side in ("response", "teacher", "student"):
+    _check(need[side] <= c.data[f"{side}_len"], f"data.{side}_len",
+           f"{c.data[f'{side}_len']} is too short for this data: its longest {side} "
+           f"{'is' if side == 'response' else 'sequence is'} {need[side]} tokens; set "
+           f"data.{side}_len={need[side]} or more (or data.overflow=truncate to cut)")
+  return need
 
 
 def buckets(c) -> Buckets:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import bm25s
 import numpy as np
 
 from rd.tasks import facts
 
 
 def _tokenize(texts: Sequence[str]) -> list[list[str]]:
+  import bm25s  # pylint: disable=import-outside-toplevel  (it starts JAX's backend on import)
   return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
 
 
@@ -31,6 +31,7 @@ class Retriever:
     if not documents:
       raise ValueError("Retriever needs at least one document")
     self.documents = list(documents)
+    import bm25s  # pylint: disable=import-outside-toplevel
     self._bm25 = bm25s.BM25(k1=k1, b=b)
     self._bm25.index(_tokenize(self.documents), show_progress=False)
 

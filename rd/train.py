@@ -52,7 +52,7 @@ def _data(c, examples, tokenizer, *, shuffle, epochs, seed, workers=0):
   return make_iterator(examples, tokenizer, template, global_batch=c.data.global_batch,
                        buckets=config_lib.buckets(c), seed=seed, num_epochs=epochs,
                        shuffle=shuffle, drop_remainder=shuffle, add_eos=c.data.add_eos,
-                       workers=workers)
+                       overflow=c.data.overflow, workers=workers)
 
 
 def evaluate(eval_fn, params, base, teacher_lora, examples, c, tokenizer, mesh) -> dict[str, float]:
@@ -105,12 +105,15 @@ def initial_params(c, base):
   return lora
 
 
-def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
+def train(c, workdir: str, *, base=None, tokenizer=None,
+          guard: PreemptionGuard | None = None) -> Result:
   """Trains the config's student in `workdir` (resuming from its latest checkpoint).
 
-  `base` and `tokenizer` may be passed in by a single-process job that already loaded
-  `c.model.path` (the base is then moved onto the mesh); by default they are loaded here, each
-  process reading only its parameter shards.
+  `base` and `tokenizer` may be passed in by a job that already loaded `c.model.path` (placed
+  on the config's mesh, as `rd.job.Job.load` does; a base elsewhere is moved there); by default
+  they are loaded here, each process reading only its parameter shards. `guard`: the process's
+  preemption guard (`rd.job` installs one per process); without one, this call installs its
+  own for its duration.
   """
   config_lib.validate(c)
   loss_cfg, optim_cfg = config_lib.loss_config(c), config_lib.optim_config(c)
@@ -127,6 +130,8 @@ def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   train_examples = sources.load(c.data.train)
   eval_examples = sources.load(c.data.eval)[:c.data.eval_examples] if c.data.eval else (
       train_examples[:c.data.eval_examples])
+  if c.data.overflow == "error":  # nothing is cut: too long stops here, before any training
+    config_lib.check_lengths(c, tokenizer, train_examples + eval_examples)
   iterator = _data(c, train_examples, tokenizer, shuffle=True, epochs=None, seed=c.data.seed,
                    workers=c.data.workers)
   cache = (build_teacher_cache(c, base, teacher_lora, train_examples, tokenizer, mesh, loss_cfg)
@@ -159,7 +164,8 @@ def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   if start == 0:
     writer.write(0, before, prefix="eval/")
 
-  guard = PreemptionGuard()
+  own_guard = guard is None
+  guard = guard or PreemptionGuard()
   stopped_early = False
   bar = tqdm(range(start, c.train.steps), initial=start, total=c.train.steps, desc="distill",
              disable=jax.process_index() != 0)
@@ -193,6 +199,8 @@ def train(c, workdir: str, *, base=None, tokenizer=None) -> Result:
   if checkpointer.latest_step() != final:
     checkpointer.save(final, state, iterator, force=True)
   checkpointer.close()
+  if own_guard:
+    guard.uninstall()
   if stopped_early:
     return Result(state, before, {}, True)
 

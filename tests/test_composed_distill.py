@@ -83,7 +83,7 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
   """The rounds of a form compile the same programs: with a (fresh) persistent cache each is
-  compiled once, as `launch/composed_distill.py --compilation_cache` does."""
+  compiled once, as `launch/run.py --compilation_cache` does."""
   previous = jax.config.jax_compilation_cache_dir
   jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
   yield
@@ -177,7 +177,7 @@ def test_bad_config_fails_fast(model, tmp_path):
   c.composed.min_ratio = 50.0  # 8 examples are not 50 windows
   with pytest.raises(ConfigError, match="data.teacher_len"):
     cd.run(c, str(tmp_path / "never"))
-  proc = subprocess.run([sys.executable, "-m", "launch.composed_distill",
+  proc = subprocess.run([sys.executable, "-m", "launch.run",
                          "--config=configs/composed_distill.py:tiny", "--workdir=/tmp/never",
                          f"--config.model.path={model}", "--config.composed.ensemble=all"],
                         cwd=ROOT, capture_output=True, text=True, timeout=60)

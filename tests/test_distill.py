@@ -51,7 +51,7 @@ def test_distillation_drives_kl_below_one_percent(files, tmp_path):
 
 
 def _job(*overrides, files=None):
-  args = [sys.executable, "-m", "launch.distill", "--config=configs/distill.py:tiny",
+  args = [sys.executable, "-m", "launch.run", "--config=configs/distill.py:tiny",
           "--workdir=/tmp/rd-never-written", *overrides]
   if files:
     args += [f"--config.model.path={files['model']}", f"--config.data.train={files['train']}"]

@@ -95,7 +95,7 @@ def test_the_whole_job_on_a_tiny_model(model, tmp_path):
   state) lets the second SFT reuse the first one's programs, a third of the job's time."""
   c = _tiny_config(model)
   workdir = str(tmp_path / "wd")
-  proc = subprocess.run([sys.executable, "-m", "launch.instruction_distill",
+  proc = subprocess.run([sys.executable, "-m", "launch.run",
                          "--config=configs/instruction_distill.py:tiny", f"--workdir={workdir}",
                          f"--config.model.path={model}",
                          f"--compilation_cache={tmp_path / 'compiled'}"],
@@ -146,7 +146,7 @@ def test_bad_config_fails_fast(model):
   c.suite.n_train = 10_000
   with pytest.raises(ConfigError, match="suite.n_train"):
     idist.validate(c)
-  proc = subprocess.run([sys.executable, "-m", "launch.instruction_distill",
+  proc = subprocess.run([sys.executable, "-m", "launch.run",
                          "--config=configs/instruction_distill.py:tiny", "--workdir=/tmp/never",
                          f"--config.model.path={model}", "--config.suite.k=-1"],
                         cwd=ROOT, capture_output=True, text=True, timeout=60)

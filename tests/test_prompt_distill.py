@@ -191,7 +191,7 @@ def test_bad_config_fails_fast(files):
   c.loss.teacher_temperature = -0.5
   with pytest.raises(ConfigError, match="loss.teacher_temperature"):
     prompt_distill.validate(c)
-  proc = subprocess.run([sys.executable, "-m", "launch.prompt_distill",
+  proc = subprocess.run([sys.executable, "-m", "launch.run",
                          "--config=configs/prompt_distill.py:tiny", "--workdir=/tmp/never",
                          f"--config.model.path={files['model']}",
                          "--config.evaluation.rag_k=0"],

@@ -25,7 +25,7 @@ def files(tmp_path_factory):
 
 
 def _start(files, workdir):
-  args = [sys.executable, "-m", "launch.distill", "--config=configs/distill.py:tiny",
+  args = [sys.executable, "-m", "launch.run", "--config=configs/distill.py:tiny",
           f"--workdir={workdir}", f"--config.model.path={files['model']}",
           f"--config.data.train={files['train']}", f"--config.train.steps={STEPS}",
           "--config.train.log_every=1", "--config.train.checkpoint_every=4",

@@ -71,7 +71,7 @@ def test_bad_config_fails_fast(model, field, value, message):
 
 
 def test_launcher_reports_a_bad_field_in_one_line(model):
-  proc = subprocess.run([sys.executable, "-m", "launch.rule_distill",
+  proc = subprocess.run([sys.executable, "-m", "launch.run",
                          "--config=configs/rule_distill.py:tiny", "--workdir=/tmp/never",
                          f"--config.model.path={model}", "--config.rule.n_test=0"],
                         cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -4,7 +4,7 @@ several data x fsdp x tensor meshes, and as 2 JAX processes on 127.0.0.1 (gloo c
 1 device each, or with -m slow also 4 devices each on a 2x2x2 mesh).
 
 XLA_FLAGS must be set before JAX starts, so every run is a subprocess: the 1-device reference
-through `python -m launch.distill`, the 8-device meshes through `tests/scale_driver.py` (all
+through `python -m launch.run`, the 8-device meshes through `tests/scale_driver.py` (all
 splits in one process), the 2-process job through `launch/local_multiprocess.py`. The
 reference is shared by the module's tests.
 """
@@ -41,7 +41,7 @@ def inputs(tmp_path_factory):
 
 
 def job_args(inputs, workdir, *extra) -> list[str]:
-  """launch.distill flags. lr is 0 at step 0 (warm-up 1), then 1e-3: Adam moves each LoRA
+  """launch.run flags. lr is 0 at step 0 (warm-up 1), then 1e-3: Adam moves each LoRA
   weight by up to about lr per step, far more than the tolerance."""
   model, task = inputs
   return ["--config=configs/distill.py:tiny", f"--workdir={workdir}",
@@ -86,7 +86,7 @@ def assert_same(run, reference):
 @pytest.fixture(scope="module")
 def reference(inputs, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("one_device") / "run"
-  run_python(["-m", "launch.distill", *job_args(inputs, workdir)], devices=1)
+  run_python(["-m", "launch.run", *job_args(inputs, workdir)], devices=1)
   ref = read_run(workdir)
   # Not vacuous: training moved the LoRA's B (zero at init) by far more than the tolerance.
   assert min(np.abs(v).max() for k, v in ref.items() if k.endswith(".b")) > 10 * TOL

@@ -76,3 +76,8 @@ def chat_prompt(tokenizer: Any, user_text: str, system: str | None = None) -> st
 QA = Template(teacher="{context}\n\nQuestion: {query}\nAnswer:",
               student="Question: {query}\nAnswer:")
 PLAIN = Template()
+
+
+def prompt_fn(template: str):
+  """`Example -> prompt text` for one template string (what evaluation and sampling feed)."""
+  return lambda e: template.format(context=e.context, query=e.query)

@@ -214,6 +214,21 @@ def _eos_id(tokenizer: Any, add_eos: bool | int) -> int | None:
 # Batching
 
 
+def longest(tokenizer: Any, template: Template, examples: Sequence[Example], *,
+            add_bos: bool = True, add_eos: bool | int = False) -> dict[str, int]:
+  """The longest teacher sequence, student sequence and response of `examples`, in tokens, as
+  `Featurizer` builds them (BOS, prompt, response, EOS): what the buckets must hold."""
+  unbounded = Buckets.fixed(2**31 - 1, 2**31 - 1, 2**31 - 2)
+  featurize = Featurizer(tokenizer, template, unbounded, add_bos=add_bos, add_eos=add_eos)
+  out = {"teacher": 0, "student": 0, "response": 0}
+  for e in examples:
+    t = featurize(e)
+    out["teacher"] = max([out["teacher"], *(len(s) for s in t.teacher)])
+    out["student"] = max(out["student"], len(t.student))
+    out["response"] = max(out["response"], t.num_response)
+  return out
+
+
 def pad_sequences(seqs: Sequence[np.ndarray], batch: int, length: int,
                   pad_id: int = 0) -> dict[str, np.ndarray]:
   """Right-pads id sequences to [batch, length]: tokens, positions, segment_ids."""

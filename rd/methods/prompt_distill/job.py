@@ -20,31 +20,25 @@ documents puts the documents' facts into the LoRA. `run` is the whole experiment
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
-import json
-import os
 import re
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
 from rd import config as config_lib
-from rd import evaluate, retrieval, train
+from rd import evaluate, retrieval
 from rd import lora as lora_lib
 from rd.data import sources
 from rd.tasks import facts
-from rd.data.examples import Example, write_jsonl
+from rd.data.examples import Example, read_jsonl, write_jsonl
+from rd.data.templates import prompt_fn
 from rd.generate import Sampling, generate_text
 from rd.metrics import format_table
-from rd.tokenizer import load_tokenizer
-from rd.weights.load import load_model
 
 SYSTEMS = ("student before", "student after", "teacher", "RAG", "SFT")
 
@@ -258,25 +252,6 @@ def sft_config(c, train_source: str) -> ml_collections.ConfigDict:
 # The experiment
 
 
-class _Timer:
-  def __init__(self):
-    self.seconds: dict[str, float] = {}
-
-  @contextlib.contextmanager
-  def __call__(self, phase: str):
-    start = time.perf_counter()
-    logging.info("phase: %s", phase)
-    yield
-    self.seconds[phase] = round(time.perf_counter() - start, 1)
-    logging.info("phase %s took %.1f s", phase, self.seconds[phase])
-
-
-def _on_default_device(*trees):
-  """The trees' arrays as plain default-device arrays: trained LoRAs come back with the
-  training mesh's sharding, and jit would compile again for each placement."""
-  return tuple(jax.tree.map(jnp.asarray, jax.device_get(t)) for t in trees)
-
-
 def spread(examples: Sequence[Example], limit: int) -> list[Example]:
   """`limit` examples evenly spaced over `examples` (all of them if limit is 0 or larger), so
   a subset still covers every document of a dataset stored document by document."""
@@ -285,8 +260,17 @@ def spread(examples: Sequence[Example], limit: int) -> list[Example]:
   return [examples[i] for i in np.linspace(0, len(examples) - 1, limit).round().astype(int)]
 
 
-def _fill(template: str):
-  return lambda e: template.format(context=e.context, query=e.query)
+def check_answer_lengths(c, tokenizer, examples: Sequence[Example]) -> None:
+  """Greedy decoding must be able to write every gold answer whole: one line naming the field
+  before any work when `evaluation.max_new_tokens` is too short for this data."""
+  lines = [facts.RESPONSE_FORMAT.format(answer=evaluate.gold_answer(e)).rstrip("\n")
+           for e in examples]
+  need = max(len(tokenizer.encode(line, add_special_tokens=False)) for line in lines)
+  if need > c.evaluation.max_new_tokens:
+    raise config_lib.ConfigError(
+        f"config.evaluation.max_new_tokens: {c.evaluation.max_new_tokens} is too short for "
+        f"this data: its longest answer line is {need} tokens; set "
+        f"evaluation.max_new_tokens={need} or more")
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -323,105 +307,100 @@ def save_plot(results: dict[str, Any], path: str) -> None:
   plt.close(fig)
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """The whole experiment (see the module docstring); returns what `results.json` holds."""
-  validate(c)
-  os.makedirs(workdir, exist_ok=True)
-  timer = _Timer()
-  start = time.perf_counter()
+def training_pairs(job, base, tokenizer, documents) -> list[Example]:
+  """The training pairs (generated, or the dataset's with the teacher's answers), made once:
+  a rerun reads `train_pairs.jsonl` back, so a resumed training sees the same data."""
+  c = job.config
+  path = job.path("train_pairs.jsonl")
 
-  # 1. Data and the base model (shared by every phase below).
-  with timer("load"):
-    base = load_model(c.model.path, dtype=c.model.dtype)
-    tokenizer = load_tokenizer(c.model.path)
+  def make():
+    if c.questions.source == "generated":
+      with job.phase("generate questions"):
+        pairs = generate_questions(
+            base, tokenizer, documents, per_document=c.questions.per_document,
+            temperature=c.questions.temperature, top_p=c.questions.top_p,
+            seed=c.questions.seed, max_new_tokens=c.questions.max_new_tokens,
+            batch_size=c.questions.batch_size)
+      if not pairs:
+        raise RuntimeError("question generation kept no pair (see the log for reject "
+                           "reasons); raise questions.per_document or use "
+                           "questions.source=given")
+    else:
+      pairs = sources.load(c.data.train)
+      if c.questions.answers == "sampled":
+        with job.phase("sample answers"):
+          pairs = sample_answers(base, tokenizer, pairs, template=c.data.template_teacher,
+                                 temperatures=c.questions.answer_temperatures,
+                                 seed=c.questions.seed, batch_size=c.evaluation.batch_size,
+                                 max_new_tokens=c.evaluation.max_new_tokens)
+    if job.primary:
+      write_jsonl(path, pairs)
+    return {"pairs": len(pairs)}
+
+  job.once(job.path("pairs"), make)
+  return read_jsonl(path)
+
+
+def run(job) -> dict[str, Any]:
+  """The whole experiment (see the module docstring); returns what `results.json` holds."""
+  c = job.config
+  base, tokenizer = job.load()
+  with job.phase("load data"):
     documents = sources.load(c.evaluation.documents)
     test = spread(sources.load(c.data.eval), c.evaluation.limit)
-  pairs_path = os.path.join(workdir, "train_pairs.jsonl")
-  if c.questions.source == "generated":
-    with timer("generate questions"):
-      pairs = generate_questions(
-          base, tokenizer, documents, per_document=c.questions.per_document,
-          temperature=c.questions.temperature, top_p=c.questions.top_p, seed=c.questions.seed,
-          max_new_tokens=c.questions.max_new_tokens, batch_size=c.questions.batch_size,
-          path=pairs_path)
-    if not pairs:
-      raise RuntimeError("question generation kept no pair (see the log for reject reasons); "
-                         "raise questions.per_document or use questions.source=given")
-  else:
-    pairs = sources.load(c.data.train)
-    if c.questions.answers == "sampled":
-      with timer("sample answers"):
-        pairs = sample_answers(base, tokenizer, pairs, template=c.data.template_teacher,
-                               temperatures=c.questions.answer_temperatures,
-                               seed=c.questions.seed, batch_size=c.evaluation.batch_size,
-                               max_new_tokens=c.evaluation.max_new_tokens)
-    write_jsonl(pairs_path, pairs)
-  write_jsonl(os.path.join(workdir, "test.jsonl"), test)
+    check_answer_lengths(c, tokenizer, test)
+  pairs = training_pairs(job, base, tokenizer, documents)
+  if job.primary:
+    write_jsonl(job.path("test.jsonl"), test)
 
   # 2-3. Prompt distillation, then SFT on the same pairs.
-  with timer("train: prompt distillation"):
-    distilled = train.train(distill_config(c, pairs_path), os.path.join(workdir, "distill"),
-                            base=base, tokenizer=tokenizer)
-  with timer("train: SFT"):
-    sft = train.train(sft_config(c, pairs_path), os.path.join(workdir, "sft"), base=base,
-                      tokenizer=tokenizer)
-  if distilled.stopped_early or sft.stopped_early:
-    raise RuntimeError("a training was preempted; run the job again to resume it")
-  distilled_lora, sft_lora = _on_default_device(distilled.state.params, sft.state.params)
+  pairs_path = job.path("train_pairs.jsonl")
+  with job.phase("train: prompt distillation"):
+    distilled, distill_losses = job.trained_lora(distill_config(c, pairs_path), "distill",
+                                                 base=base, tokenizer=tokenizer)
+  with job.phase("train: SFT"):
+    sft, sft_losses = job.trained_lora(sft_config(c, pairs_path), "sft", base=base,
+                                       tokenizer=tokenizer)
 
   # 4. Evaluation on the held-out questions.
   retriever = retrieval.Retriever([d.context for d in documents])
   k = c.evaluation.rag_k
-  student, teacher = _fill(c.data.template_student), _fill(c.data.template_teacher)
+  student, teacher = prompt_fn(c.data.template_student), prompt_fn(c.data.template_teacher)
   rag = lambda e: retrieval.rag_prompt(retriever, e.query, k, c.data.template_teacher)  # noqa: E731
   # The untrained student is the base plus a LoRA whose B is zero: numerically the base, and
   # it shares its compilations with the two trained LoRAs.
-  untrained, = _on_default_device(
+  untrained = job.replicate(
       lora_lib.init(base.spec, config_lib.lora_config(c), jax.random.key(c.train.seed)))
-  runs = {"student before": (untrained, student), "student after": (distilled_lora, student),
-          "teacher": (None, teacher), "RAG": (None, rag), "SFT": (sft_lora, student)}
+  runs = {"student before": (untrained, student), "student after": (distilled, student),
+          "teacher": (None, teacher), "RAG": (None, rag), "SFT": (sft, student)}
   systems, predictions = {}, []
   for name in SYSTEMS:
     lora, template_fn = runs[name]
-    with timer(f"eval: {name}"):
+    with job.phase(f"eval: {name}"):
       r = evaluate.answer_accuracy(base, lora, tokenizer, test, template_fn,
                                    max_new_tokens=c.evaluation.max_new_tokens,
                                    batch_size=c.evaluation.batch_size)
     predictions += [{"system": name, **p} for p in r.pop("predictions")]
     systems[name] = r
-  with timer("eval: drift KL"):
-    systems["student before"]["drift_kl"] = evaluate.drift_kl(base, untrained, tokenizer)
-    systems["student after"]["drift_kl"] = evaluate.drift_kl(base, distilled_lora, tokenizer)
-    systems["SFT"]["drift_kl"] = evaluate.drift_kl(base, sft_lora, tokenizer)
+  with job.phase("eval: drift KL"):
+    for name, lora in (("student before", untrained), ("student after", distilled),
+                       ("SFT", sft)):
+      systems[name]["drift_kl"] = evaluate.drift_kl(base, lora, tokenizer)
   doc_ids = [d.meta.get("doc_id") for d in documents]
   retrieved = [doc_ids[retriever.top(e.query, 1)[0]] == e.meta.get("doc_id") for e in test]
 
   # 5. Report.
-  timer.seconds["total"] = round(time.perf_counter() - start, 1)
   teacher_em = systems["teacher"]["exact_match"]
   after_em = systems["student after"]["exact_match"]
   results = {
       "systems": systems,
       "n_test": len(test), "n_train_pairs": len(pairs), "questions": c.questions.source,
       "rag_top1_document_accuracy": float(np.mean(retrieved)) if retrieved else 0.0,
-      "train_losses": {"distill": {"before": distilled.before, "after": distilled.after},
-                       "sft": {"before": sft.before, "after": sft.after}},
+      "train_losses": {"distill": distill_losses, "sft": sft_losses},
       "targets": {
           "student_after_over_teacher": after_em / teacher_em if teacher_em else None,
           "student_after_minus_sft_points": 100 * (after_em - systems["SFT"]["exact_match"]),
       },
-      "seconds": timer.seconds,
-      "devices": [str(d) for d in jax.devices()],
-      "config": c.to_dict(),
   }
-  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2, default=str)
-  with open(os.path.join(workdir, "predictions.jsonl"), "w", encoding="utf-8") as f:
-    for p in predictions:
-      f.write(json.dumps(p, ensure_ascii=False) + "\n")
-  save_plot(results, os.path.join(workdir, "results.png"))
-  if jax.process_index() == 0:
-    print("\n" + results_table(results))
-    print(format_table([[phase, f"{s:.1f}"] for phase, s in timer.seconds.items()],
-                       ["phase", "seconds"]))
-  return results
+  return job.finish(results, tables=[results_table(results)], predictions=predictions,
+                    plot=save_plot)
