@@ -11,7 +11,12 @@ and the enhanced variant (teacher = base + the SFT-with-rule LoRA), then scores 
 match on in-distribution and out-of-distribution test inputs. See rd/methods/rule_distill/job.py.
 
 Fields beyond `rd.config.base_config()` (`data.train` / `data.eval` are set per training):
-  rule.rules          rules of `rd.tasks.rule_tasks.RULES` to run.
+  rule.rules          rules of `rd.tasks.rule_tasks.RULES` to run (when rule.data_dirs is empty).
+  rule.data_dirs      your own rules instead: directories in the paper's released layout, one
+                      per rule (train_{full,no}_{k}shot.json for every k of rule.ks,
+                      test_{full,no}_{id,ood}.json, optional valid_{full,no}_seed*.json), e.g.
+                        --config=configs/rule_distill.py:paper \
+                        --config.rule.data_dirs="('/data/rules/task1', '/data/rules/task2')"
   rule.ks             training sizes (nested subsets); data.global_batch must be <= the smallest.
   rule.n_test         test inputs per split (ID and OOD); rule.n_shots worked examples in the
                       rule block; rule.seed the data's seed.
@@ -22,7 +27,8 @@ Fields beyond `rd.config.base_config()` (`data.train` / `data.eval` are set per 
   compile_cache       JAX's persistent compilation cache: "auto" ($RD_CACHE_DIR/jax_compile),
                       a directory, or "" (off). The trainings repeat the same programs.
 
-The argument picks a preset: "" (Gemma 3 270M) or "tiny" (smoke tests; set model.path).
+The argument picks a preset: "" (Gemma 3 270M), "paper" (the Alpaca prompts and lengths of the
+paper's released files; set rule.data_dirs) or "tiny" (smoke tests; set model.path).
 """
 
 from rd.config import base_config
@@ -45,7 +51,8 @@ def get_config(arg: str = ""):
   c.optim.update(lr=1e-3, warmup_steps=2, end_lr_factor=0.1)
   c.train.update(log_every=10, checkpoint_every=40)
   c.rule = dict(rules=rule_tasks.DEFAULT_RULES, ks=(4, 8, 16, 32), n_test=64, n_shots=3,
-                seed=0, epochs=20.0, max_steps=0, hidden_weight=1.0, hidden_layers=(8, 17))
+                seed=0, epochs=20.0, max_steps=0, hidden_weight=1.0, hidden_layers=(8, 17),
+                data_dirs=())
   c.evaluation = dict(max_new_tokens=8, batch_size=16)
   c.compile_cache = "auto"  # JAX's persistent compilation cache (rd/methods/rule_distill/job.py)
   if arg == "tiny":
@@ -56,7 +63,14 @@ def get_config(arg: str = ""):
     # Two steps for every k (tests add a k): the same programs, so compile_cache hits.
     c.rule.update(rules=("add_x",), ks=(2,), n_test=2, n_shots=2, epochs=2.0, max_steps=2,
                   hidden_layers=(1, 2))
-    c.evaluation.update(max_new_tokens=4, batch_size=4)
+    c.evaluation.update(max_new_tokens=12, batch_size=4)
+  elif arg == "paper":
+    # The paper's released data (set rule.data_dirs): Alpaca prompts, whose rule blocks run to
+    # 150-200 tokens; the job measures every file and names the length to raise if one is short.
+    c.data.update(template_teacher=rule_tasks.ALPACA_TEACHER_TEMPLATE,
+                  template_student=rule_tasks.ALPACA_STUDENT_TEMPLATE, teacher_len=320,
+                  student_len=128, response_len=32)
+    c.evaluation.update(max_new_tokens=32)
   elif arg:
-    raise ValueError(f"unknown preset {arg!r}; use '' or 'tiny'")
+    raise ValueError(f"unknown preset {arg!r}; use '', 'tiny' or 'paper'")
   return c

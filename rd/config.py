@@ -66,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(c)
 
 
-def _check(ok: bool, field: str, message: str) -> None:
+def check(ok: bool, field: str, message: str) -> None:
   if not ok:
     raise ConfigError(f"config.{field}: {message}")
 
@@ -74,46 +74,46 @@ def _check(ok: bool, field: str, message: str) -> None:
 def validate(c: ml_collections.ConfigDict) -> None:
   """Checks values and paths; cheap, so bad input fails in well under a second."""
   from rd.embedded import DEFAULT_MODEL  # pylint: disable=import-outside-toplevel
-  _check(c.model.path == DEFAULT_MODEL or os.path.exists(c.model.path), "model.path",
+  check(c.model.path == DEFAULT_MODEL or os.path.exists(c.model.path), "model.path",
          f"{c.model.path!r} does not exist; give an HF directory, a .gguf file or "
          f"{DEFAULT_MODEL!r}")
-  _check(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "use float32 or bfloat16")
-  _check(bool(c.data.train), "data.train", "set the training data (see rd/data/sources.py)")
+  check(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "use float32 or bfloat16")
+  check(bool(c.data.train), "data.train", "set the training data (see rd/data/sources.py)")
   for field in ("train", "eval"):
     problem = c.data[field] and sources.check(c.data[field])
-    _check(not problem, f"data.{field}", str(problem))
+    check(not problem, f"data.{field}", str(problem))
   if c.teacher.lora_workdir:
-    _check(os.path.isdir(c.teacher.lora_workdir), "teacher.lora_workdir",
+    check(os.path.isdir(c.teacher.lora_workdir), "teacher.lora_workdir",
            f"{c.teacher.lora_workdir!r} is not a directory")
-  _check(c.data.global_batch > 0, "data.global_batch", "must be > 0")
-  _check(c.data.workers >= 0, "data.workers", "must be >= 0 (0: featurize in this process)")
-  _check(c.data.response_len < min(c.data.teacher_len, c.data.student_len), "data.response_len",
+  check(c.data.global_batch > 0, "data.global_batch", "must be > 0")
+  check(c.data.workers >= 0, "data.workers", "must be >= 0 (0: featurize in this process)")
+  check(c.data.response_len < min(c.data.teacher_len, c.data.student_len), "data.response_len",
          "must be shorter than data.teacher_len and data.student_len")
-  _check(c.data.overflow in ("error", "truncate"), "data.overflow", "use 'error' or 'truncate'")
-  _check(c.loss.divergence in DIVERGENCES, "loss.divergence", f"choose from {DIVERGENCES}")
-  _check(c.loss.remat in REMAT_POLICIES, "loss.remat", f"choose from {sorted(REMAT_POLICIES)}")
-  _check(c.loss.temperature > 0, "loss.temperature", "must be > 0")
-  _check(c.loss.teacher_temperature >= 0, "loss.teacher_temperature",
+  check(c.data.overflow in ("error", "truncate"), "data.overflow", "use 'error' or 'truncate'")
+  check(c.loss.divergence in DIVERGENCES, "loss.divergence", f"choose from {DIVERGENCES}")
+  check(c.loss.remat in REMAT_POLICIES, "loss.remat", f"choose from {sorted(REMAT_POLICIES)}")
+  check(c.loss.temperature > 0, "loss.temperature", "must be > 0")
+  check(c.loss.teacher_temperature >= 0, "loss.teacher_temperature",
          "must be > 0, or 0 for the same as loss.temperature")
-  _check(c.loss.kl_weight or c.loss.ce_weight or c.loss.hidden_weight, "loss",
+  check(c.loss.kl_weight or c.loss.ce_weight or c.loss.hidden_weight, "loss",
          "every loss weight is 0; set loss.kl_weight, loss.ce_weight or loss.hidden_weight")
-  _check(not c.loss.hidden_weight or bool(c.loss.hidden_layers), "loss.hidden_layers",
+  check(not c.loss.hidden_weight or bool(c.loss.hidden_layers), "loss.hidden_layers",
          "hidden alignment needs at least one layer index")
-  _check(c.optim.lr > 0, "optim.lr", "must be > 0")
-  _check(c.train.steps > 0, "train.steps", "must be > 0")
-  _check(set(c.lora.targets) <= set(lora_lib.TARGETS), "lora.targets",
+  check(c.optim.lr > 0, "optim.lr", "must be > 0")
+  check(c.train.steps > 0, "train.steps", "must be > 0")
+  check(set(c.lora.targets) <= set(lora_lib.TARGETS), "lora.targets",
          f"unknown {sorted(set(c.lora.targets) - set(lora_lib.TARGETS))}; "
          f"choose from {lora_lib.TARGETS}")
-  _check(c.lora.rank >= 1, "lora.rank", "must be >= 1")
+  check(c.lora.rank >= 1, "lora.rank", "must be >= 1")
   if c.lora.init_from:
-    _check(os.path.isdir(c.lora.init_from), "lora.init_from",
+    check(os.path.isdir(c.lora.init_from), "lora.init_from",
            f"{c.lora.init_from!r} is not a directory (give an earlier run's workdir)")
-  _check(c.train.trainable in TRAINABLES, "train.trainable", f"choose from {TRAINABLES}")
+  check(c.train.trainable in TRAINABLES, "train.trainable", f"choose from {TRAINABLES}")
   if c.train.trainable == "full":
-    _check(not (c.loss.kl_weight or c.loss.hidden_weight), "train.trainable",
+    check(not (c.loss.kl_weight or c.loss.hidden_weight), "train.trainable",
            "full training is cross-entropy only: set loss.kl_weight=0, loss.hidden_weight=0 "
            "and loss.ce_weight=1 (distill into a LoRA instead)")
-    _check(not (c.lora.init_from or c.train.export_peft or c.train.export_merged),
+    check(not (c.lora.init_from or c.train.export_peft or c.train.export_merged),
            "train.trainable", "full training has no LoRA (it writes <workdir>/model): unset "
            "lora.init_from, train.export_peft and train.export_merged")
 
@@ -137,7 +137,7 @@ def check_lengths(c, tokenizer, examples) -> dict[str, int]:
   template = Template(teacher=c.data.template_teacher, student=c.data.template_student)
   need = tokenize.longest(tokenizer, template, examples, add_eos=c.data.add_eos)
   for side in ("response", "teacher", "student"):
-    _check(need[side] <= c.data[f"{side}_len"], f"data.{side}_len",
+    check(need[side] <= c.data[f"{side}_len"], f"data.{side}_len",
            f"{c.data[f'{side}_len']} is too short for this data: its longest {side} "
            f"{'is' if side == 'response' else 'sequence is'} {need[side]} tokens; set "
            f"data.{side}_len={need[side]} or more (or data.overflow=truncate to cut)")

@@ -24,10 +24,11 @@ import jax
 import numpy as np
 
 from rd import distill
+from rd.config import check
 from rd.tasks import facts
 from rd.data.examples import Example
-from rd.data.tokenize import pad_sequences
-from rd.generate import generate_text
+from rd.data.tokenize import pad_sequences, round_up
+from rd.generate import generate_text, prompt_bucket
 from rd.lora import Lora
 from rd.models.decoder import Decoder
 
@@ -58,6 +59,17 @@ def gold_answer(example: Example) -> str:
   return str(example.meta.get("answer", example.response.strip()))
 
 
+def check_max_new_tokens(c, tokenizer, examples: Sequence[Example]) -> int:
+  """Greedy decoding must be able to write every gold answer whole: raises one `ConfigError`
+  naming `evaluation.max_new_tokens` and the length this data needs, before any work."""
+  need = max(len(tokenizer.encode(" " + gold_answer(e), add_special_tokens=False))
+             for e in examples)
+  check(need <= c.evaluation.max_new_tokens, "evaluation.max_new_tokens",
+        f"{c.evaluation.max_new_tokens} is too short for this data: its longest answer is "
+        f"{need} tokens; set evaluation.max_new_tokens={need} or more")
+  return need
+
+
 def answer_accuracy(base: Decoder, lora: Lora | None, tokenizer: Any,
                     examples: Sequence[Example], template_fn: Callable[[Example], str], *,
                     max_new_tokens: int = 8, batch_size: int = 8,
@@ -75,7 +87,7 @@ def answer_accuracy(base: Decoder, lora: Lora | None, tokenizer: Any,
     return {"exact_match": 0.0, "contains": 0.0, "n": 0, "predictions": []}
   prompts = [template_fn(e) for e in examples]
   if bucket is None:
-    bucket = _round_up(max(len(tokenizer.encode(p)) for p in prompts), 8)
+    bucket = prompt_bucket(tokenizer, prompts)
   completions = generate_text(base, lora, tokenizer, prompts, max_new_tokens=max_new_tokens,
                               batch_size=batch_size, bucket=bucket)
   predictions = []
@@ -95,10 +107,6 @@ def answer_accuracy(base: Decoder, lora: Lora | None, tokenizer: Any,
 # Drift
 
 
-def _round_up(n: int, multiple: int) -> int:
-  return -(-n // multiple) * multiple
-
-
 def drift_batch(tokenizer: Any, prompts: Sequence[str], *, batch_size: int,
                 bucket: int = 8) -> dict[str, np.ndarray]:
   """A distillation batch in which teacher and student see the same prompt and every position
@@ -114,7 +122,7 @@ def drift_batch(tokenizer: Any, prompts: Sequence[str], *, batch_size: int,
   if any(len(s) == 0 for s in seqs):
     raise ValueError("drift prompts must be non-empty")
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-  width = _round_up(max(len(s) for s in seqs), bucket)
+  width = round_up(max(len(s) for s in seqs), bucket)
   padded = pad_sequences(seqs, batch_size, width, pad)
   mask = padded["segment_ids"].copy()  # 1 on real tokens, 0 on padding
   rows = np.broadcast_to(np.arange(width, dtype=np.int32), (batch_size, width)) * mask

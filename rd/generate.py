@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rd.data.tokenize import round_up
 from rd.lora import Lora
 from rd.models.decoder import Decoder, apply, init_cache, lm_logits
 
@@ -85,12 +86,18 @@ def _generate(base: Decoder, lora: Lora | None, tokens, positions, segment_ids, 
   return final[6], final[7]
 
 
+def prompt_bucket(tokenizer, prompts: Sequence[str], multiple: int = 8) -> int:
+  """The longest of `prompts` in tokens, rounded up: one prompt shape for all of them, so
+  their generation compiles once."""
+  return round_up(max(len(tokenizer.encode(p)) for p in prompts), multiple)
+
+
 def left_pad(prompts: Sequence[Sequence[int]], bucket: int, pad_id: int):
   """(tokens, positions, segment_ids) [B, P], P the prompt length rounded up to `bucket`."""
   if not prompts or any(len(p) == 0 for p in prompts):
     raise ValueError("every prompt needs at least one token")
   longest = max(len(p) for p in prompts)
-  width = -(-longest // bucket) * bucket
+  width = round_up(longest, bucket)
   tokens = np.full((len(prompts), width), pad_id, np.int32)
   positions = np.zeros((len(prompts), width), np.int32)
   segments = np.zeros((len(prompts), width), np.int32)

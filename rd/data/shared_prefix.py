@@ -26,6 +26,8 @@ import dataclasses
 
 import numpy as np
 
+from rd.data.tokenize import round_up
+
 FIELDS = ("tokens", "positions", "segment_ids")  # of the teacher's and the prefixes' sequences
 
 
@@ -39,10 +41,6 @@ class Plan:
   prefix_size: int
   suffix_size: int
   saved_tokens: int  # teacher tokens no longer run, before padding
-
-
-def _round_up(n: int, multiple: int) -> int:
-  return -(-max(n, 1) // multiple) * multiple
 
 
 def _common(a: np.ndarray, b: np.ndarray) -> int:
@@ -82,8 +80,9 @@ def plan(batch: dict[str, np.ndarray], *, min_shared: int = 16, align: int = 32)
   members = np.flatnonzero(real)
   suffix = max((int(lengths[b] - prefix_len[group[b]]) for b in members), default=0)
   saved = int(prefix_len[group[members]].sum() - prefix_len.sum())
+  longest_prefix = max(int(prefix_len.max(initial=0)), 1)
   return Plan(group, prefix_len, 1 << max(len(leaders) - 1, 0).bit_length(),
-              _round_up(int(prefix_len.max(initial=0)), align), _round_up(suffix, align), saved)
+              round_up(longest_prefix, align), round_up(max(suffix, 1), align), saved)
 
 
 def worthwhile(batch: dict[str, np.ndarray], num_groups: int, prefix_size: int,

@@ -214,6 +214,10 @@ def _eos_id(tokenizer: Any, add_eos: bool | int) -> int | None:
 # Batching
 
 
+def round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
 def longest(tokenizer: Any, template: Template, examples: Sequence[Example], *,
             add_bos: bool = True, add_eos: bool | int = False) -> dict[str, int]:
   """The longest teacher sequence, student sequence and response of `examples`, in tokens, as

@@ -32,8 +32,11 @@ import dataclasses
 import json
 import os
 import random
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from rd.data.examples import read_alpaca_paired
 
 RESPONSE_FORMAT = " {answer}\n"  # the record's `output`: the answer line the templates end at
 # How the job renders an `Example` of these files (the prompt ends where the response starts).
@@ -243,6 +246,69 @@ def write_rule_tasks(out: str, config: RuleTaskConfig = RuleTaskConfig()) -> dic
                                "splits": paths}
   _write_json(os.path.join(out, "manifest.json"), manifest)
   return manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's released layout (Yang et al.): one directory per rule, paired alpaca JSON files.
+
+# The Stanford Alpaca prompt, which the paper's files are written for: the rule part (what the
+# with-rule file adds) and the without-rule prompt go in the instruction.
+ALPACA_TEACHER_TEMPLATE = ("Below is an instruction that describes a task. Write a response "
+                           "that appropriately completes the request.\n\n### Instruction:\n"
+                           "{context}\n\n{query}\n\n### Response:\n")
+ALPACA_STUDENT_TEMPLATE = ("Below is an instruction that describes a task. Write a response "
+                           "that appropriately completes the request.\n\n### Instruction:\n"
+                           "{query}\n\n### Response:\n")
+
+
+def paper_files(directory: str, ks: Sequence[int]) -> dict[str, tuple[str, str]]:
+  """(with-rule, without-rule) file of every split a rule directory in the paper's layout holds:
+  `train_k{k}` from `train_{full,no}_{k}shot.json`, `test_id` / `test_ood` from
+  `test_{full,no}_{id,ood}.json`, and `valid` from the lowest-seed `valid_{full,no}_seed*.json`
+  when there is one. Raises `FileNotFoundError` naming a missing file."""
+  pairs = {f"train_k{k}": (f"train_full_{k}shot.json", f"train_no_{k}shot.json") for k in ks}
+  pairs.update(test_id=("test_full_id.json", "test_no_id.json"),
+               test_ood=("test_full_ood.json", "test_no_ood.json"))
+  seeds = sorted(int(m[1]) for f in os.listdir(directory)
+                 if (m := re.fullmatch(r"valid_full_seed(\d+)\.json", f)))
+  if seeds:
+    pairs["valid"] = (f"valid_full_seed{seeds[0]}.json", f"valid_no_seed{seeds[0]}.json")
+  out = {}
+  for split, names in pairs.items():
+    paths = tuple(os.path.join(directory, n) for n in names)
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+      raise FileNotFoundError(f"{missing[0]} is missing (split {split} of the paper's layout)")
+    out[split] = paths
+  return out
+
+
+def paper_entry(directory: str, ks: Sequence[int]) -> dict[str, Any]:
+  """A rule directory in the paper's layout as the job's manifest entry: its splits as
+  `paired:` sources and the rule part of its first training example."""
+  files = paper_files(directory, ks)
+  first = read_alpaca_paired(*files[f"train_k{min(ks)}"])[0]
+  return {"text": first.context, "context": first.context, "kind": "paper",
+          "splits": {split: "paired:" + ",".join(paths) for split, paths in files.items()}}
+
+
+def write_paper_layout(out: str, config: RuleTaskConfig = RuleTaskConfig()) -> list[str]:
+  """rd's rules written in the paper's layout, one directory per rule (what a user's own data
+  looks like); returns the directories."""
+  directories = []
+  for name in config.rules:
+    rule = RULES[name]
+    context, splits = make_rule_splits(rule, config)
+    directory = os.path.join(out, name)
+    os.makedirs(directory, exist_ok=True)
+    names = {f"train_k{k}": f"train_{{}}_{k}shot.json" for k in config.ks}
+    names.update(test_id="test_{}_id.json", test_ood="test_{}_ood.json")
+    for split, items in splits.items():
+      with_rule, without_rule = records(rule, context, items, split)
+      _write_json(os.path.join(directory, names[split].format("full")), with_rule)
+      _write_json(os.path.join(directory, names[split].format("no")), without_rule)
+    directories.append(directory)
+  return directories
 
 
 def main(argv: list[str] | None = None) -> int:

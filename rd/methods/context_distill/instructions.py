@@ -26,37 +26,28 @@ then prints a task x system table with a mean row, and writes `<workdir>/results
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
 from rd import config as config_lib
-from rd import evaluate, train
+from rd.config import check
+from rd import evaluate
 from rd import lora as lora_lib
 from rd.tasks import task_suite as ts
-from rd.data.examples import Example, write_jsonl
-from rd.generate import generate_text
+from rd.data.examples import Example, read_jsonl, write_jsonl
+from rd.generate import generate_text, prompt_bucket
 from rd.metrics import format_table
-from rd.tokenizer import load_tokenizer
-from rd.weights.load import load_model
 
 SYSTEMS = ("student before", "teacher", "student after", "SFT teacher answers", "SFT gold")
 TRAININGS = ("distill", "sft_teacher", "sft_gold")
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
-
-
-def _check(ok: bool, field: str, message: str) -> None:
-  if not ok:
-    raise config_lib.ConfigError(f"config.{field}: {message}")
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -66,23 +57,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
   stand_in.data.train = stand_in.data.train or "tfds:rd_task_suite:train"
   config_lib.validate(stand_in)
   s = c.suite
-  _check(len(s.tasks) > 0, "suite.tasks", "name at least one task of rd.tasks.task_suite.TASKS")
+  check(len(s.tasks) > 0, "suite.tasks", "name at least one task of rd.tasks.task_suite.TASKS")
   unknown = [t for t in s.tasks if t not in ts.TASKS]
-  _check(not unknown, "suite.tasks", f"unknown task(s) {unknown}; see rd.tasks.task_suite.TASKS")
-  _check(len(set(s.tasks)) == len(s.tasks), "suite.tasks", "a task is listed twice")
-  _check(s.k >= 0, "suite.k", "must be >= 0")
-  _check(s.n_train >= 1 and s.n_test >= 1, "suite", "n_train and n_test must be >= 1")
+  check(not unknown, "suite.tasks", f"unknown task(s) {unknown}; see rd.tasks.task_suite.TASKS")
+  check(len(set(s.tasks)) == len(s.tasks), "suite.tasks", "a task is listed twice")
+  check(s.k >= 0, "suite.k", "must be >= 0")
+  check(s.n_train >= 1 and s.n_test >= 1, "suite", "n_train and n_test must be >= 1")
   for name in s.tasks:
     try:
       ts.draw(name, s.n_train + s.n_test, k=s.k, seed=s.seed)
     except ValueError as e:
       raise config_lib.ConfigError(f"config.suite.n_train: {e}; lower suite.n_train or "
                                    f"suite.n_test") from None
-  _check(c.distill.responses in ("teacher", "gold"), "distill.responses",
+  check(c.distill.responses in ("teacher", "gold"), "distill.responses",
          "use 'teacher' (the teacher's greedy answers, no labels) or 'gold'")
-  _check(c.sft.lr >= 0 and c.sft.steps >= 0, "sft", "lr and steps must be >= 0 (0 = as distill)")
-  _check(c.evaluation.max_new_tokens >= 1, "evaluation.max_new_tokens", "must be >= 1")
-  _check(c.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
+  check(c.sft.lr >= 0 and c.sft.steps >= 0, "sft", "lr and steps must be >= 0 (0 = as distill)")
+  check(c.evaluation.max_new_tokens >= 1, "evaluation.max_new_tokens", "must be >= 1")
+  check(c.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
 
 
 def _copy(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -134,35 +125,15 @@ def with_teacher_answers(examples: Sequence[Example], completions: Sequence[str]
 
 
 def check_lengths(c, tokenizer, examples: Sequence[Example]) -> tuple[int, int]:
-  """Fails early if a prompt + response would be cut by `data.*_len`; returns the longest
-  teacher and student prompts (token counts), for generation's buckets."""
-  longest = {"teacher": 0, "student": 0, "response": 0}
-  for e in examples:
-    longest["teacher"] = max(longest["teacher"], len(tokenizer.encode(teacher_prompt(e))))
-    longest["student"] = max(longest["student"], len(tokenizer.encode(student_prompt(e))))
-    longest["response"] = max(longest["response"],
-                              len(tokenizer.encode(e.response, add_special_tokens=False)))
-  _check(longest["response"] <= c.data.response_len, "data.response_len",
-         f"a response has {longest['response']} tokens; raise it")
-  for side in ("teacher", "student"):
-    need = longest[side] + longest["response"]
-    _check(need <= c.data[f"{side}_len"], f"data.{side}_len",
-           f"prompt + response need {need} tokens; raise it to at least {need}")
-  return longest["teacher"], longest["student"]
+  """Fails early (`config.check_lengths`) if a prompt + response would not fit `data.*_len`;
+  returns the generation buckets of the teacher's and the student's prompts."""
+  config_lib.check_lengths(c, tokenizer, examples)
+  return (prompt_bucket(tokenizer, [teacher_prompt(e) for e in examples], 16),
+          prompt_bucket(tokenizer, [student_prompt(e) for e in examples], 16))
 
 
 # ----------------------------------------------------------------------------------------------
 # The experiment
-
-
-def _on_default_device(tree):
-  """Trained LoRAs come back with the training mesh's sharding; plain arrays share one
-  compilation of generation with the untrained LoRA."""
-  return jax.tree.map(jnp.asarray, jax.device_get(tree))
-
-
-def _round_up(n: int, multiple: int) -> int:
-  return -(-n // multiple) * multiple
 
 
 def exact_match(base, lora, tokenizer, examples, template_fn, c, bucket: int) -> dict[str, Any]:
@@ -177,39 +148,47 @@ def exact_match(base, lora, tokenizer, examples, template_fn, c, bucket: int) ->
           "predictions": predictions}
 
 
-def run_task(c, name: str, workdir: str, base, tokenizer, untrained, buckets) -> dict[str, Any]:
-  """Steps 1-5 of the module docstring for one task; returns its results."""
-  task_dir = os.path.join(workdir, name)
-  os.makedirs(task_dir, exist_ok=True)
-  train_set, test_set = task_splits(c, name)
-  teacher_bucket, student_bucket = buckets
-  seconds = {}
-
-  start = time.perf_counter()
-  completions = generate_text(base, None, tokenizer, [teacher_prompt(e) for e in train_set],
-                              max_new_tokens=c.evaluation.max_new_tokens,
-                              batch_size=c.evaluation.batch_size, bucket=teacher_bucket)
-  answered = with_teacher_answers(train_set, completions)
-  seconds["teacher answers"] = round(time.perf_counter() - start, 1)
+def teacher_answers(job, name: str, train_set, base, tokenizer, bucket: int) -> dict[str, str]:
+  """The task's training files (gold answers, the teacher's greedy answers, test inputs), made
+  once in `<workdir>/<task>/`; returns their paths."""
+  c, task_dir = job.config, job.path(name)
   paths = {kind: os.path.join(task_dir, f"{kind}.jsonl")
            for kind in ("train_gold", "train_teacher", "test")}
-  write_jsonl(paths["train_gold"], train_set)
-  write_jsonl(paths["train_teacher"], answered)
-  write_jsonl(paths["test"], test_set)
-  check_lengths(c, tokenizer, answered)
+
+  def make():
+    completions = generate_text(base, None, tokenizer, [teacher_prompt(e) for e in train_set],
+                                max_new_tokens=c.evaluation.max_new_tokens,
+                                batch_size=c.evaluation.batch_size, bucket=bucket)
+    answered = with_teacher_answers(train_set, completions)
+    if job.primary:
+      write_jsonl(paths["train_gold"], train_set)
+      write_jsonl(paths["train_teacher"], answered)
+      write_jsonl(paths["test"], task_splits(c, name)[1])
+    return {"teacher_train_exact_match": sum(
+        ts.is_correct(e.meta["answer_teacher"], e.meta["answer"]) for e in answered)
+            / len(answered)}
+
+  with job.phase("teacher answers"):
+    summary = job.once(os.path.join(task_dir, "answers"), make)
+  return paths, summary
+
+
+def run_task(job, name: str, base, tokenizer, untrained, buckets) -> dict[str, Any]:
+  """Steps 1-5 of the module docstring for one task; returns its results."""
+  c = job.config
+  train_set, test_set = task_splits(c, name)
+  teacher_bucket, student_bucket = buckets
+  paths, summary = teacher_answers(job, name, train_set, base, tokenizer, teacher_bucket)
+  check_lengths(c, tokenizer, read_jsonl(paths["train_teacher"]))
 
   sources = {"distill": paths[f"train_{c.distill.responses}"],
              "sft_teacher": paths["train_teacher"], "sft_gold": paths["train_gold"]}
   trained, losses = {}, {}
   for kind in TRAININGS:
-    start = time.perf_counter()
-    result = train.train(training_config(c, kind, sources[kind], paths["test"]),
-                         os.path.join(task_dir, kind), base=base, tokenizer=tokenizer)
-    if result.stopped_early:
-      raise RuntimeError("a training was preempted; run the job again to resume it")
-    trained[kind] = _on_default_device(result.state.params)
-    losses[kind] = {"before": result.before, "after": result.after}
-    seconds[f"train {kind}"] = round(time.perf_counter() - start, 1)
+    with job.phase(f"train {kind}"):
+      trained[kind], losses[kind] = job.trained_lora(
+          training_config(c, kind, sources[kind], paths["test"]), os.path.join(name, kind),
+          base=base, tokenizer=tokenizer)
 
   runs = {"student before": (untrained, student_prompt, student_bucket),
           "teacher": (None, teacher_prompt, teacher_bucket),
@@ -217,16 +196,13 @@ def run_task(c, name: str, workdir: str, base, tokenizer, untrained, buckets) ->
           "SFT teacher answers": (trained["sft_teacher"], student_prompt, student_bucket),
           "SFT gold": (trained["sft_gold"], student_prompt, student_bucket)}
   systems = {}
-  start = time.perf_counter()
-  for system in SYSTEMS:
-    lora, template_fn, bucket = runs[system]
-    systems[system] = exact_match(base, lora, tokenizer, test_set, template_fn, c, bucket)
-  seconds["evaluation"] = round(time.perf_counter() - start, 1)
-  teacher_train_em = sum(ts.is_correct(e.meta["answer_teacher"], e.meta["answer"])
-                         for e in answered) / len(answered)
-  return {"systems": systems, "teacher_train_exact_match": teacher_train_em,
-          "train_losses": losses, "seconds": seconds, "family": ts.TASKS[name].family,
-          "split": ts.TASKS[name].split, "instruction": ts.TASKS[name].instruction}
+  with job.phase("evaluation"):
+    for system in SYSTEMS:
+      lora, template_fn, bucket = runs[system]
+      systems[system] = exact_match(base, lora, tokenizer, test_set, template_fn, c, bucket)
+  return {"systems": systems, **summary, "train_losses": losses,
+          "family": ts.TASKS[name].family, "split": ts.TASKS[name].split,
+          "instruction": ts.TASKS[name].instruction}
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -236,43 +212,29 @@ def results_table(results: dict[str, Any]) -> str:
   return format_table(rows, ["task (exact match %)", *SYSTEMS])
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(job) -> dict[str, Any]:
   """The whole experiment (see the module docstring); returns what `results.json` holds."""
-  validate(c)
-  os.makedirs(workdir, exist_ok=True)
-  start = time.perf_counter()
-  base = load_model(c.model.path, dtype=c.model.dtype)
-  tokenizer = load_tokenizer(c.model.path)
+  c = job.config
+  base, tokenizer = job.load()
   # One generation bucket per side for every task: each side compiles once.
   every = [e for name in c.suite.tasks for split in task_splits(c, name) for e in split]
-  teacher_len, student_len = check_lengths(c, tokenizer, every)
-  buckets = (_round_up(teacher_len, 16), _round_up(student_len, 16))
+  buckets = check_lengths(c, tokenizer, every)
   # The untrained student is the base plus a LoRA whose B is zero: numerically the base, and
   # it shares its compilations with the trained LoRAs.
-  untrained = _on_default_device(
+  untrained = job.replicate(
       lora_lib.init(base.spec, config_lib.lora_config(c), jax.random.key(c.train.seed)))
 
   tasks = {}
   for name in c.suite.tasks:
     logging.info("task %s", name)
-    tasks[name] = run_task(c, name, workdir, base, tokenizer, untrained, buckets)
+    tasks[name] = run_task(job, name, base, tokenizer, untrained, buckets)
 
   predictions = [{"task": name, "system": system, **p} for name, r in tasks.items()
                  for system in SYSTEMS for p in r["systems"][system].pop("predictions")]
   mean = {s: sum(r["systems"][s]["exact_match"] for r in tasks.values()) / len(tasks)
           for s in SYSTEMS}
   results = {"tasks": tasks, "mean": mean, "n_train": c.suite.n_train, "n_test": c.suite.n_test,
-             "k": c.suite.k, "responses": c.distill.responses,
-             "seconds": round(time.perf_counter() - start, 1),
-             "devices": [str(d) for d in jax.devices()], "config": c.to_dict()}
-  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2, default=str)
-  with open(os.path.join(workdir, "predictions.jsonl"), "w", encoding="utf-8") as f:
-    for p in predictions:
-      f.write(json.dumps(p, ensure_ascii=False) + "\n")
-  if jax.process_index() == 0:
-    print("\n" + results_table(results))
-    print(f"{len(tasks)} task(s), {c.suite.n_train} training / {c.suite.n_test} test inputs "
-          f"each, k = {c.suite.k}; distilled on {c.distill.responses} responses; "
-          f"{results['seconds']:.0f} s")
-  return results
+             "k": c.suite.k, "responses": c.distill.responses}
+  summary = (f"{len(tasks)} task(s), {c.suite.n_train} training / {c.suite.n_test} test inputs "
+             f"each, k = {c.suite.k}; distilled on {c.distill.responses} responses")
+  return job.finish(results, tables=[results_table(results), summary], predictions=predictions)

@@ -260,19 +260,6 @@ def spread(examples: Sequence[Example], limit: int) -> list[Example]:
   return [examples[i] for i in np.linspace(0, len(examples) - 1, limit).round().astype(int)]
 
 
-def check_answer_lengths(c, tokenizer, examples: Sequence[Example]) -> None:
-  """Greedy decoding must be able to write every gold answer whole: one line naming the field
-  before any work when `evaluation.max_new_tokens` is too short for this data."""
-  lines = [facts.RESPONSE_FORMAT.format(answer=evaluate.gold_answer(e)).rstrip("\n")
-           for e in examples]
-  need = max(len(tokenizer.encode(line, add_special_tokens=False)) for line in lines)
-  if need > c.evaluation.max_new_tokens:
-    raise config_lib.ConfigError(
-        f"config.evaluation.max_new_tokens: {c.evaluation.max_new_tokens} is too short for "
-        f"this data: its longest answer line is {need} tokens; set "
-        f"evaluation.max_new_tokens={need} or more")
-
-
 def results_table(results: dict[str, Any]) -> str:
   rows = [[name, f"{100 * r['exact_match']:.1f}", f"{100 * r['contains']:.1f}", str(r["n"]),
            "" if r.get("drift_kl") is None else f"{r['drift_kl']:.4f}"]
@@ -348,7 +335,7 @@ def run(job) -> dict[str, Any]:
   with job.phase("load data"):
     documents = sources.load(c.evaluation.documents)
     test = spread(sources.load(c.data.eval), c.evaluation.limit)
-    check_answer_lengths(c, tokenizer, test)
+    evaluate.check_max_new_tokens(c, tokenizer, test)
   pairs = training_pairs(job, base, tokenizer, documents)
   if job.primary:
     write_jsonl(job.path("test.jsonl"), test)

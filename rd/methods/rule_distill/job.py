@@ -18,38 +18,37 @@ the teacher (base + rule) are the untrained reference rows. It prints the sample
 table (rows k x system, columns ID / OOD exact match) and writes `<workdir>/results.json` and
 `<workdir>/predictions.jsonl`.
 
+Data: rd's generated rule tasks (`rule.rules`), or the user's own in the paper's released
+layout (`rule.data_dirs`: one directory per rule with `train_{full,no}_{k}shot.json`,
+`test_{full,no}_{id,ood}.json` and optionally `valid_{full,no}_seed*.json`, paired alpaca
+JSON; `configs/rule_distill.py:paper` sets the Alpaca prompt those files are written for).
+
 Epochs: every training runs `rule.epochs` passes over its k examples (`train.steps` is set
 from it; `rule.max_steps` caps it) with the teacher cached (`teacher.cache`), so the teacher
 runs once per training. Rerunning the job resumes: finished trainings and evaluations are read
-back from their workdirs (`lora/`, `train_result.json`, `eval.json`), an interrupted training
-resumes from its checkpoint.
+back from their `done.json` (`rd.job`), an interrupted training resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
 from rd import config as config_lib
-from rd import evaluate, train
+from rd import evaluate
+from rd.config import check
+from rd.data.templates import prompt_fn
+from rd.generate import prompt_bucket
 from rd.cache import cache_dir
 from rd.data import sources
 from rd.tasks import rule_tasks
-from rd.data.examples import Example, read_json, write_json
+from rd.data.examples import Example
 from rd.metrics import format_table
-from rd.tokenizer import load_tokenizer
-from rd.weights import adapter
-from rd.weights.load import load_model
 
 REFERENCE = ("base w/o rule", "teacher (base + rule)")
 TRAINED = ("SFT w/o rule", "SFT w/ rule", "RD (KL)", "RD (KL+hidden)", "RD enhanced")
@@ -66,17 +65,21 @@ _RULE_IN_PROMPT = ("teacher (base + rule)", "SFT w/ rule")
 
 def validate(c: ml_collections.ConfigDict) -> None:
   """This job's fields plus the engine's checks; raises `config.ConfigError`."""
-
-  def check(ok: bool, field: str, message: str) -> None:
-    if not ok:
-      raise config_lib.ConfigError(f"config.{field}: {message}")
-
   r = c.rule
-  check(bool(r.rules) and set(r.rules) <= set(rule_tasks.RULES), "rule.rules",
-        f"choose one or more of {sorted(rule_tasks.RULES)}")
   ks = list(r.ks)
   check(bool(ks) and min(ks) >= 1 and ks == sorted(set(ks)), "rule.ks",
         "must be increasing positive training sizes, e.g. (4, 8, 16, 32)")
+  if r.data_dirs:
+    for directory in r.data_dirs:
+      try:
+        check(os.path.isdir(directory), "rule.data_dirs", f"{directory!r} is not a directory")
+        rule_tasks.paper_files(directory, ks)
+      except FileNotFoundError as e:
+        check(False, "rule.data_dirs", f"{e}; each directory needs the paper's files for every "
+              "k of rule.ks (train_{full,no}_{k}shot.json) and test_{full,no}_{id,ood}.json")
+  else:
+    check(bool(r.rules) and set(r.rules) <= set(rule_tasks.RULES), "rule.rules",
+          f"choose one or more of {sorted(rule_tasks.RULES)}")
   check(c.data.global_batch <= ks[0], "data.global_batch",
         f"must be <= the smallest k ({ks[0]}): a batch never holds more than k examples")
   check(r.n_test >= 1, "rule.n_test", "must be >= 1")
@@ -101,11 +104,12 @@ def steps_for(c, k: int) -> int:
   return min(steps, c.rule.max_steps) if c.rule.max_steps else steps
 
 
-def training_config(c, system: str, train_source: str, k: int,
-                    sft_with_rule_dir: str = "") -> ml_collections.ConfigDict:
-  """The engine config of one trained system (see the module docstring)."""
+def training_config(c, system: str, train_source: str, k: int, sft_with_rule_dir: str = "",
+                    eval_source: str = "") -> ml_collections.ConfigDict:
+  """The engine config of one trained system (see the module docstring); `eval_source`: the
+  rule's validation pairs, for the eval losses (default: the first training examples)."""
   t = ml_collections.ConfigDict(c.to_dict())
-  t.data.train, t.data.eval = train_source, ""
+  t.data.train, t.data.eval = train_source, eval_source
   t.train.steps = steps_for(c, k)
   t.teacher.lora_workdir = ""
   if system.startswith("SFT"):
@@ -125,55 +129,6 @@ def training_config(c, system: str, train_source: str, k: int,
 
 # ----------------------------------------------------------------------------------------------
 # Pieces of the experiment
-
-
-class _Timer:
-  def __init__(self):
-    self.seconds: dict[str, float] = {}
-
-  @contextlib.contextmanager
-  def __call__(self, phase: str):
-    start = time.perf_counter()
-    logging.info("phase: %s", phase)
-    yield
-    self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - start, 1)
-
-
-def train_or_reuse(t: ml_collections.ConfigDict, workdir: str, base, tokenizer):
-  """The trained LoRA of `workdir` (trained now, or read back if a run finished it before) and
-  its eval losses {"before": ..., "after": ...}."""
-  done = os.path.join(workdir, "train_result.json")
-  if os.path.exists(done) and os.path.exists(os.path.join(workdir, "lora")):
-    losses = read_json(done)
-    return adapter.load(workdir), losses
-  result = train.train(t, workdir, base=base, tokenizer=tokenizer)
-  if result.stopped_early:
-    raise RuntimeError(f"training in {workdir} was preempted; run the job again to resume it")
-  losses = {"before": result.before, "after": result.after, "steps": t.train.steps}
-  write_json(done, losses)
-  # Trained LoRAs come back with the training mesh's sharding; plain arrays share one
-  # compilation of generation with every other LoRA.
-  return jax.tree.map(jnp.asarray, jax.device_get(result.state.params)), losses
-
-
-def _fill(template: str) -> Callable[[Example], str]:
-  return lambda e: template.format(context=e.context, query=e.query)
-
-
-def _bucket(tokenizer, templates: Sequence[str], examples: Sequence[Example]) -> int:
-  """One prompt length (a multiple of 8) that fits every prompt: one compilation of generation."""
-  longest = max(len(tokenizer.encode(t.format(context=e.context, query=e.query)))
-                for t in templates for e in examples)
-  return -(-longest // 8) * 8
-
-
-def evaluate_or_reuse(path: str, score: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-  """`score()` ({split: answer_accuracy result}), kept in `path` so a rerun reads it back."""
-  if os.path.exists(path):
-    return read_json(path)
-  result = score()
-  write_json(path, result)
-  return result
 
 
 def _scores(result: dict[str, Any]) -> dict[str, Any]:
@@ -219,55 +174,56 @@ def mean_over_rules(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def prepare_data(c, workdir: str) -> dict[str, Any]:
-  """The rule tasks' manifest: generated into `<workdir>/data` from `rule.*` (or reused)."""
+  """The rules' manifest: the user's directories in the paper's layout (`rule.data_dirs`), or
+  rd's rule tasks generated into `<workdir>/data` from `rule.*`."""
+  if c.rule.data_dirs:
+    return {"rules": {os.path.basename(os.path.normpath(d)): rule_tasks.paper_entry(d, c.rule.ks)
+                      for d in c.rule.data_dirs}}
   config = rule_tasks.RuleTaskConfig(rules=tuple(c.rule.rules), ks=tuple(c.rule.ks),
                                      n_test=c.rule.n_test, n_shots=c.rule.n_shots,
                                      seed=c.rule.seed)
   return rule_tasks.write_rule_tasks(os.path.join(workdir, "data"), config)
 
 
-def run_rule(c, rule: str, entry: dict[str, Any], tests: dict[str, list[Example]],
-             bucket: int, workdir: str, base, tokenizer, timer: _Timer,
-             predictions: list[dict[str, Any]]) -> dict[str, Any]:
+def run_rule(job, rule: str, entry: dict[str, Any], tests: dict[str, list[Example]],
+             bucket: int, base, tokenizer, predictions: list[dict[str, Any]]) -> dict[str, Any]:
   """Every system of one rule: reference rows, then k by k the five trainings. `bucket`: the
   prompt length of every generation (one compilation with a LoRA, one without)."""
-  rule_dir = os.path.join(workdir, rule)
+  c = job.config
 
-  def score(name: str, lora, template: str, path: str) -> dict[str, Any]:
+  def score(name: str, lora, template: str, directory: str) -> dict[str, Any]:
     def scored():
       return {split: evaluate.answer_accuracy(
-          base, lora, tokenizer, examples, _fill(template),
+          base, lora, tokenizer, examples, prompt_fn(template),
           max_new_tokens=c.evaluation.max_new_tokens, batch_size=c.evaluation.batch_size,
           bucket=bucket) for split, examples in tests.items()}
-    with timer("evaluate"):
-      result = evaluate_or_reuse(path, scored)
+    with job.phase("evaluate"):
+      result = job.once(job.path(rule, directory), scored)
     for split, r in result.items():
       predictions.extend({"rule": rule, "system": name, "split": split, **p}
                          for p in r["predictions"])
     return _scores(result)
 
-  os.makedirs(rule_dir, exist_ok=True)
   reference = {
-      "base w/o rule": score("base w/o rule", None, c.data.template_student,
-                             os.path.join(rule_dir, "eval_base.json")),
+      "base w/o rule": score("base w/o rule", None, c.data.template_student, "eval_base"),
       "teacher (base + rule)": score("teacher (base + rule)", None, c.data.template_teacher,
-                                     os.path.join(rule_dir, "eval_teacher.json")),
+                                     "eval_teacher"),
   }
   logging.info("%s: base %s, teacher %s", rule, reference["base w/o rule"],
                reference["teacher (base + rule)"])
   trained = {}
   for k in c.rule.ks:
     source = entry["splits"][f"train_k{k}"]
-    k_dir = os.path.join(rule_dir, f"k{k}")
     systems = {}
     for system in TRAINED:
-      wd = os.path.join(k_dir, _DIRS[system])
-      t = training_config(c, system, source, k, os.path.join(k_dir, _DIRS["SFT w/ rule"]))
-      with timer("train"):
-        lora, losses = train_or_reuse(t, wd, base, tokenizer)
+      sub = os.path.join(rule, f"k{k}", _DIRS[system])
+      t = training_config(c, system, source, k, job.path(rule, f"k{k}", _DIRS["SFT w/ rule"]),
+                          entry["splits"].get("valid", ""))
+      with job.phase("train"):
+        lora, losses = job.trained_lora(t, sub, base=base, tokenizer=tokenizer)
       template = (c.data.template_teacher if system in _RULE_IN_PROMPT
                   else c.data.template_student)
-      systems[system] = {**score(system, lora, template, os.path.join(wd, "eval.json")),
+      systems[system] = {**score(system, lora, template, os.path.join(sub, "eval")),
                          "train_losses": losses, "steps": t.train.steps}
       logging.info("%s k=%d %s: ID %.3f OOD %.3f", rule, k, system,
                    systems[system]["test_id"]["exact_match"],
@@ -290,37 +246,26 @@ def use_compile_cache(setting: str) -> str | None:
   return path
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(job) -> dict[str, Any]:
   """The whole experiment (see the module docstring); returns what `results.json` holds."""
-  validate(c)
-  os.makedirs(workdir, exist_ok=True)
+  c = job.config
   use_compile_cache(c.compile_cache)
-  timer = _Timer()
-  start = time.perf_counter()
-  with timer("load"):
-    base = load_model(c.model.path, dtype=c.model.dtype)
-    tokenizer = load_tokenizer(c.model.path)
-    manifest = prepare_data(c, workdir)
-    tests = {rule: {split: sources.load(manifest["rules"][rule]["splits"][split])
-                    for split in SPLITS} for rule in c.rule.rules}
+  base, tokenizer = job.load()
+  with job.phase("data"):
+    manifest = job.once(job.path("data"), lambda: prepare_data(c, job.workdir))
+    tests = {rule: {split: sources.load(entry["splits"][split]) for split in SPLITS}
+             for rule, entry in manifest["rules"].items()}
     everything = [e for splits in tests.values() for examples in splits.values()
                   for e in examples]
-    bucket = _bucket(tokenizer, [c.data.template_student, c.data.template_teacher], everything)
+    evaluate.check_max_new_tokens(c, tokenizer, everything)
+    bucket = prompt_bucket(tokenizer, [prompt_fn(t)(e) for e in everything
+                                       for t in (c.data.template_student,
+                                                 c.data.template_teacher)])
   predictions: list[dict[str, Any]] = []
   results: dict[str, Any] = {"rules": {}}
-  for rule in c.rule.rules:
-    results["rules"][rule] = run_rule(c, rule, manifest["rules"][rule], tests[rule], bucket,
-                                      workdir, base, tokenizer, timer, predictions)
-  timer.seconds["total"] = round(time.perf_counter() - start, 1)
+  for rule, entry in manifest["rules"].items():
+    results["rules"][rule] = run_rule(job, rule, entry, tests[rule], bucket, base, tokenizer,
+                                      predictions)
   results.update(mean_over_rules=mean_over_rules(results),
-                 steps={f"k{k}": steps_for(c, k) for k in c.rule.ks}, seconds=timer.seconds,
-                 devices=[str(d) for d in jax.devices()], config=c.to_dict())
-  write_json(os.path.join(workdir, "results.json"), results)
-  with open(os.path.join(workdir, "predictions.jsonl"), "w", encoding="utf-8") as f:
-    for p in predictions:
-      f.write(json.dumps(p, ensure_ascii=False) + "\n")
-  if jax.process_index() == 0:
-    print("\n" + results_table(results))
-    print(format_table([[phase, f"{s:.1f}"] for phase, s in timer.seconds.items()],
-                       ["phase", "seconds"]))
-  return results
+                 steps={f"k{k}": steps_for(c, k) for k in c.rule.ks})
+  return job.finish(results, tables=[results_table(results)], predictions=predictions)
