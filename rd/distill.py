@@ -199,17 +199,11 @@ def student_terms(params, base: Decoder, batch, teacher_lora: Lora | None, loss_
   return loss_terms(base, to_lora(params, batch), teacher_lora, batch, loss_cfg)
 
 
-def train_step(state: TrainState, base: Decoder, batch, teacher_lora: Lora | None = None, *,
-               optimizer: optax.GradientTransformation, loss_cfg: LossConfig,
-               to_lora: Callable = identity_lora,
-               full_model: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One update of the trainables. A non-finite loss or gradient leaves them unchanged."""
-
-  def objective(params):
-    terms = student_terms(params, base, batch, teacher_lora, loss_cfg, to_lora, full_model)
-    loss, means = weighted_loss(terms, loss_cfg)
-    return loss, means
-
+def apply_update(state: TrainState, objective: Callable, optimizer: optax.GradientTransformation
+                 ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer update of `state.params` along `objective(params) -> (loss, means)`, the
+  step of every trainable (a LoRA, a model, a hypernetwork). A non-finite loss or gradient
+  leaves the parameters and the optimizer state unchanged and is counted."""
   (loss, means), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   grad_norm = optax.tree.norm(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -222,8 +216,22 @@ def train_step(state: TrainState, base: Decoder, batch, teacher_lora: Lora | Non
       nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
       skipped=state.skipped + (~finite).astype(jnp.int32))
   metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": new_state.nonfinite,
-             "skipped": new_state.skipped, "response_tokens": batch["row_mask"].sum(), **means}
+             "skipped": new_state.skipped, **means}
   return new_state, metrics
+
+
+def train_step(state: TrainState, base: Decoder, batch, teacher_lora: Lora | None = None, *,
+               optimizer: optax.GradientTransformation, loss_cfg: LossConfig,
+               to_lora: Callable = identity_lora,
+               full_model: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update of the trainables on the loss terms of `loss_cfg`."""
+
+  def objective(params):
+    terms = student_terms(params, base, batch, teacher_lora, loss_cfg, to_lora, full_model)
+    return weighted_loss(terms, loss_cfg)
+
+  state, metrics = apply_update(state, objective, optimizer)
+  return state, {**metrics, "response_tokens": batch["row_mask"].sum()}
 
 
 def eval_step(params, base: Decoder, batch, teacher_lora: Lora | None = None, *,

@@ -39,7 +39,7 @@ from rd import sharding
 from rd import train as train_lib
 from rd.checkpoint import PreemptionGuard
 from rd.config import ConfigError
-from rd.data.examples import read_json, write_json
+from rd.data.examples import read_json, write_json, write_text
 from rd.metrics import format_table
 from rd.tokenizer import load_tokenizer
 from rd.weights import adapter
@@ -64,14 +64,6 @@ def barrier(name: str) -> None:
   """Every process waits here until all have arrived (nothing to do on one process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
-
-
-def write_text(path: str, text: str) -> None:
-  """Writes `path` atomically (a temporary file, then a rename)."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -202,17 +194,26 @@ def initialize_distributed(mode: str = "off", coordinator_address: str | None = 
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
-def main(method, config: ml_collections.ConfigDict, workdir: str, **distributed) -> int:
-  """Runs `method.run(Job(...))`; returns the exit code (0 when finished or preempted)."""
-  initialize_distributed(**distributed)
+def run(method, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """Runs `method.run(Job(...))` in this process (after `jax.distributed`, if any): its results,
+  or None when a SIGTERM stopped it (its checkpoints are saved; run again to resume)."""
   guard = PreemptionGuard()  # after jax.distributed: it may use JAX's preemption service
   try:
-    method.run(Job(config, workdir, guard))
+    return method.run(Job(config, workdir, guard))
   except Preempted as stop:
     logging.warning("preempted (%s); its checkpoint is saved: rerun to resume", stop)
+    return None
+  finally:
+    guard.uninstall()
+
+
+def main(method, config: ml_collections.ConfigDict, workdir: str, **distributed) -> int:
+  """The launcher's entry: distributed set-up, then `run`; the exit code (0 when finished or
+  preempted, 1 with one line for a config error found once the data is read)."""
+  initialize_distributed(**distributed)
+  try:
+    run(method, config, workdir)
   except ConfigError as e:  # found once the data is read (lengths): one line, no traceback
     print(f"error: {e}", file=sys.stderr)
     return 1
-  finally:
-    guard.uninstall()
   return 0

@@ -55,17 +55,23 @@ def _data(c, examples, tokenizer, *, shuffle, epochs, seed, workers=0):
                        overflow=c.data.overflow, workers=workers)
 
 
-def evaluate(eval_fn, params, base, teacher_lora, examples, c, tokenizer, mesh) -> dict[str, float]:
-  """Exact mean of every loss term over the eval examples (sums and counts, then one divide)."""
+def mean_terms(terms_fn, batches) -> dict[str, float]:
+  """Exact mean of every loss term over `batches` (`terms_fn(batch) -> {name: (sum, count)}`):
+  sums and counts first, then one divide."""
   sums: dict[str, list[float]] = {}
-  for batch in _data(c, examples, tokenizer, shuffle=False, epochs=1, seed=0):
-    terms = eval_fn(params, base, sharding.shard_batch(model_inputs(batch), mesh),
-                    teacher_lora)
-    for name, (s, n) in jax.device_get(terms).items():
+  for batch in batches:
+    for name, (s, n) in jax.device_get(terms_fn(batch)).items():
       total = sums.setdefault(name, [0.0, 0.0])
       total[0] += float(s)
       total[1] += float(n)
   return {name: s / max(n, 1.0) for name, (s, n) in sums.items()}
+
+
+def evaluate(eval_fn, params, base, teacher_lora, examples, c, tokenizer, mesh) -> dict[str, float]:
+  """Exact mean of every loss term over the eval examples."""
+  terms = lambda batch: eval_fn(params, base, sharding.shard_batch(model_inputs(batch), mesh),  # noqa: E731
+                                teacher_lora)
+  return mean_terms(terms, _data(c, examples, tokenizer, shuffle=False, epochs=1, seed=0))
 
 
 def build_teacher_cache(c, base, teacher_lora, examples, tokenizer, mesh, loss_cfg):
@@ -103,6 +109,49 @@ def initial_params(c, base):
         f"config.lora.init_from: {c.lora.init_from!r} holds rank {rank} on {sorted(lora.weights)}"
         f"; set lora.rank={rank} and lora.targets={tuple(sorted(lora.weights))} to match")
   return lora
+
+
+def loop(c, state, iterator, step, *, steps: int, start: int, checkpointer: Checkpointer,
+         writer: MetricsWriter, guard: PreemptionGuard, run_eval=None, desc: str = "train"):
+  """Steps `start + 1 .. steps` of any trainable: `step(state, host_batch) -> (state, metrics)`
+  on `next(iterator)`; metrics every `train.log_every` steps, eval losses every
+  `train.eval_every` (with `run_eval(params=...)`), periodic checkpoints (state and data
+  iterator), a stop after the step at which `guard` saw a SIGTERM, and a final checkpoint.
+  Returns (state, stopped_early)."""
+  stopped_early = False
+  bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc,
+             disable=jax.process_index() != 0)
+  step_time = time.perf_counter()
+  for i in bar:
+    state, metrics = step(state, next(iterator))
+    xla_cpu.release_heap_holes(state)  # CPU: memory no step can reuse goes back (rd/xla_cpu.py)
+    done = i + 1
+    if done % c.train.log_every == 0 or done == steps:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      metrics["steps_per_s"] = c.train.log_every / (time.perf_counter() - step_time)
+      step_time = time.perf_counter()
+      writer.write(done, metrics, prefix="train/")
+      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+      if metrics["nonfinite"] > c.train.max_nonfinite:
+        checkpointer.save(done, state, iterator, force=True)
+        checkpointer.close()
+        raise NonFiniteLossError(
+            f"{desc}: {int(metrics['nonfinite'])} consecutive non-finite steps at step {done}; "
+            f"a checkpoint is in {checkpointer.workdir}. Lower the learning rate or check "
+            "the data.")
+    if run_eval is not None and c.train.eval_every and done % c.train.eval_every == 0:
+      writer.write(done, run_eval(params=state.params), prefix="eval/")
+    checkpointer.save(done, state, iterator)
+    if guard.check(done):
+      stopped_early = True
+      logging.warning("preempted at step %d: saving a checkpoint and exiting", done)
+      break
+  bar.close()
+  final = int(jax.device_get(state.step))
+  if checkpointer.latest_step() != final:
+    checkpointer.save(final, state, iterator, force=True)
+  checkpointer.close()
+  return state, stopped_early
 
 
 def train(c, workdir: str, *, base=None, tokenizer=None,
@@ -166,39 +215,14 @@ def train(c, workdir: str, *, base=None, tokenizer=None,
 
   own_guard = guard is None
   guard = guard or PreemptionGuard()
-  stopped_early = False
-  bar = tqdm(range(start, c.train.steps), initial=start, total=c.train.steps, desc="distill",
-             disable=jax.process_index() != 0)
-  step_time = time.perf_counter()
-  for step in bar:
-    batch = sharding.shard_batch(model_inputs(step_batch(next(iterator))), mesh)
-    state, metrics = step_fn(state, base, batch, teacher_lora)
-    xla_cpu.release_heap_holes(state)  # CPU: memory no step can reuse goes back (rd/xla_cpu.py)
-    done = step + 1
-    if done % c.train.log_every == 0 or done == c.train.steps:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      metrics["steps_per_s"] = c.train.log_every / (time.perf_counter() - step_time)
-      step_time = time.perf_counter()
-      writer.write(done, metrics, prefix="train/")
-      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-      if metrics["nonfinite"] > c.train.max_nonfinite:
-        checkpointer.save(done, state, iterator, force=True)
-        checkpointer.close()
-        raise NonFiniteLossError(
-            f"{int(metrics['nonfinite'])} consecutive non-finite steps at step {done}; a "
-            f"checkpoint is in {workdir}. Lower optim.lr or check the data.")
-    if c.train.eval_every and done % c.train.eval_every == 0:
-      writer.write(done, run_eval(params=state.params), prefix="eval/")
-    checkpointer.save(done, state, iterator)
-    if guard.check(done):
-      stopped_early = True
-      logging.warning("preempted at step %d: saving a checkpoint and exiting", done)
-      break
-  bar.close()
-  final = int(jax.device_get(state.step))
-  if checkpointer.latest_step() != final:
-    checkpointer.save(final, state, iterator, force=True)
-  checkpointer.close()
+
+  def step(state, batch):
+    batch = sharding.shard_batch(model_inputs(step_batch(batch)), mesh)
+    return step_fn(state, base, batch, teacher_lora)
+
+  state, stopped_early = loop(c, state, iterator, step, steps=c.train.steps, start=start,
+                              checkpointer=checkpointer, writer=writer, guard=guard,
+                              run_eval=run_eval, desc="distill")
   if own_guard:
     guard.uninstall()
   if stopped_early:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs.composed_distill import get_config
+from rd import job as job_lib
 from rd.methods.composed import job as cd
 from rd import train as train_lib
 from rd.config import ConfigError
@@ -111,9 +112,9 @@ def test_the_whole_job_chains_its_rounds(model, tmp_path, capsys, monkeypatch):
                   "data": read_jsonl(c.data.train)})
     return real_train(c, workdir, **kwargs)
 
-  monkeypatch.setattr(cd.train, "train", spy)
+  monkeypatch.setattr(train_lib, "train", spy)
   workdir = str(tmp_path / "wd")
-  results = cd.run(_tiny_config(model), workdir)
+  results = job_lib.run(cd, _tiny_config(model), workdir)
   out = capsys.readouterr().out
   w = results["window"]
   assert w["k"] >= 1 and w["n"] == 8 and w["n"] >= 2 * w["k"] and w["rounds"] >= 2
@@ -158,7 +159,7 @@ def test_the_whole_job_chains_its_rounds(model, tmp_path, capsys, monkeypatch):
 
   # Running again loads every finished training instead of training it again.
   calls.clear()
-  again = cd.run(_tiny_config(model), workdir)
+  again = job_lib.run(cd, _tiny_config(model), workdir)
   assert calls == []
   for form in cd.FORMS:
     assert again["systems"][form] == results["systems"][form]
@@ -176,7 +177,7 @@ def test_bad_config_fails_fast(model, tmp_path):
   c = _tiny_config(model)
   c.composed.min_ratio = 50.0  # 8 examples are not 50 windows
   with pytest.raises(ConfigError, match="data.teacher_len"):
-    cd.run(c, str(tmp_path / "never"))
+    job_lib.run(cd, c, str(tmp_path / "never"))
   proc = subprocess.run([sys.executable, "-m", "launch.run",
                          "--config=configs/composed_distill.py:tiny", "--workdir=/tmp/never",
                          f"--config.model.path={model}", "--config.composed.ensemble=all"],

@@ -9,6 +9,9 @@ import types
 import pytest
 
 from configs.instruction_distill import get_config
+from rd import job as job_lib
+from rd import train
+from rd.weights import adapter
 from rd.methods.context_distill import instructions as idist
 from rd.config import ConfigError
 from rd.tasks import task_suite as ts
@@ -59,16 +62,17 @@ def test_the_job_calls_the_engine_with_each_training_s_data_and_losses(model, tm
   calls = []
   spec = load_model(model).spec
 
-  def fake_train(c, workdir, *, base, tokenizer):
+  def fake_train(c, workdir, *, base, tokenizer, guard=None):
     calls.append((c, workdir))
     params = lora_lib.init(spec, config_lib.lora_config(c), jax.random.key(0))
+    adapter.save(params, os.path.join(workdir, "lora"))
     return types.SimpleNamespace(state=types.SimpleNamespace(params=params), before={"ce": 2.0},
                                  after={"ce": 1.0}, stopped_early=False)
 
-  monkeypatch.setattr(idist.train, "train", fake_train)
+  monkeypatch.setattr(train, "train", fake_train)
   c = _tiny_config(model)
   workdir = str(tmp_path / "wd")
-  results = idist.run(c, workdir)
+  results = job_lib.run(idist, c, workdir)
   assert [os.path.basename(w) for _, w in calls] == list(idist.TRAININGS)
   distill, sft_teacher, sft_gold = (t for t, _ in calls)
   task_dir = os.path.join(workdir, "antonym")
@@ -85,7 +89,7 @@ def test_the_job_calls_the_engine_with_each_training_s_data_and_losses(model, tm
   assert "student after" in capsys.readouterr().out
   c.distill.responses = "gold"
   calls.clear()
-  idist.run(c, str(tmp_path / "wd_gold"))
+  job_lib.run(idist, c, str(tmp_path / "wd_gold"))
   assert calls[0][0].data.train.endswith("train_gold.jsonl")
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from configs.prompt_distill import get_config
+from rd import job as job_lib
 from rd.methods.prompt_distill import job as prompt_distill
 from rd.config import ConfigError
 from rd.tasks import facts
@@ -150,7 +151,7 @@ def test_the_whole_job_on_a_tiny_model(files, tmp_path, capsys, monkeypatch):
   c = _tiny_config(files)
   c.questions.source = "generated"
   workdir = str(tmp_path / "wd")
-  results = prompt_distill.run(c, workdir)
+  results = job_lib.run(prompt_distill, c, workdir)
   table = capsys.readouterr().out
   assert len(sampled) == 3 and all(isinstance(t, str) for t in sampled)  # 1 per document
   pairs = read_jsonl(os.path.join(workdir, "train_pairs.jsonl"))

@@ -11,6 +11,7 @@ import jax
 import pytest
 
 from configs.rule_distill import get_config
+from rd import job as job_lib
 from rd import config as config_lib
 from rd import lora as lora_lib
 from rd import train
@@ -121,7 +122,7 @@ def test_every_system_is_trained_and_scored_as_specified_then_reused(model, tmp_
   rule in its prompt; a rerun must redo nothing."""
   trained, scored = [], []
 
-  def fake_train(t, workdir, *, base, tokenizer):
+  def fake_train(t, workdir, *, base, tokenizer, guard=None):
     system = os.path.basename(workdir)
     if t.teacher.lora_workdir:  # the real loop would load this teacher LoRA now
       assert adapter.load(t.teacher.lora_workdir) is not None
@@ -146,7 +147,7 @@ def test_every_system_is_trained_and_scored_as_specified_then_reused(model, tmp_
   c = _tiny(model)
   c.rule.ks = (2, 4)
   workdir = str(tmp_path / "wd")
-  results = rule_distill.run(c, workdir)
+  results = job_lib.run(rule_distill, c, workdir)
   table = capsys.readouterr().out
 
   dirs = [rule_distill._DIRS[s] for s in rule_distill.TRAINED]
@@ -171,7 +172,7 @@ def test_every_system_is_trained_and_scored_as_specified_then_reused(model, tmp_
   _check_job(c, workdir, results, table, steps=2, real=False)
 
   count = len(trained), len(scored)
-  again = rule_distill.run(c, workdir)
+  again = job_lib.run(rule_distill, c, workdir)
   assert (len(trained), len(scored)) == count
   assert again["rules"] == json.loads(json.dumps(results["rules"]))
 
@@ -183,7 +184,7 @@ def test_the_whole_job_on_a_tiny_model_then_a_rerun_reuses_it(model, tmp_path, c
   c = _tiny(model)
   c.rule.ks = (2, 4)
   workdir = str(tmp_path / "wd")
-  results = rule_distill.run(c, workdir)
+  results = job_lib.run(rule_distill, c, workdir)
   _check_job(c, workdir, results, capsys.readouterr().out, steps=2, real=True)
 
   # A rerun trains nothing and scores nothing again: everything is read back.
@@ -192,7 +193,7 @@ def test_the_whole_job_on_a_tiny_model_then_a_rerun_reuses_it(model, tmp_path, c
 
   monkeypatch.setattr(train, "train", no_training)
   monkeypatch.setattr(rule_distill.evaluate, "answer_accuracy", no_training)
-  again = rule_distill.run(c, workdir)
+  again = job_lib.run(rule_distill, c, workdir)
   assert again["rules"] == json.loads(json.dumps(results["rules"]))
 
 

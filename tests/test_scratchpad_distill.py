@@ -6,6 +6,7 @@ import random
 import pytest
 
 from configs.scratchpad_distill import get_config
+from rd import job as job_lib
 from rd.methods.context_distill import scratchpad as scratchpad_distill
 from rd.config import ConfigError
 from rd.tasks import addition
@@ -77,7 +78,7 @@ def test_char_tokenizer_round_trips_one_token_per_character():
 @pytest.mark.slow  # five trainings and their compilations: ~1.5 min on an idle 2-core machine
 def test_job_runs_end_to_end(tmp_path):
   c = get_config("tiny")
-  results = scratchpad_distill.run(c, str(tmp_path))
+  results = job_lib.run(scratchpad_distill, c, str(tmp_path))
   systems = results["systems"]
   assert set(systems) == {"teacher (scratch-pad)", "student before (direct)",
                           "student after distillation (direct)",

@@ -5,6 +5,7 @@ whole job: per-task LoRAs, both stages, every system scored."""
 import json
 import math
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs.tagi import get_config
+from rd import job as job_lib
 from rd import config as config_lib
 from rd import distill, rouge, sharding
 from rd.methods.tagi import hypernet
@@ -19,6 +21,7 @@ from rd.methods.tagi import job as tagi_experiment
 from rd.methods.tagi import stages as tagi
 from rd import lora as lora_lib
 from rd.data.examples import Example, write_jsonl
+from rd.checkpoint import PreemptionGuard
 from rd.lora import Lora
 from rd.tokenizer import load_tokenizer
 from rd.weights.load import load_model
@@ -82,17 +85,17 @@ def _train(c, stage, workdir, env, **kwargs):
                           mesh=env["mesh"], params=params, **kwargs)
 
 
-class _StopAt:
-  """A PreemptionGuard stand-in that asks the loop to stop after `step` (a SIGTERM there)."""
+class _SigtermAt(PreemptionGuard):
+  """The real guard, with a real SIGTERM sent to this process during step `step`."""
 
   def __init__(self, step):
+    super().__init__()
     self.step = step
 
-  def __call__(self):
-    return self
-
   def check(self, step):
-    return step == self.step
+    if step == self.step:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return super().check(step)
 
 
 def test_stage1_learns_and_a_preempted_run_resumes_to_the_same_parameters(files, env, tmp_path,
@@ -106,9 +109,8 @@ def test_stage1_learns_and_a_preempted_run_resumes_to_the_same_parameters(files,
   assert straight.after["ce"] < straight.before["ce"], (straight.before, straight.after)
   assert os.path.exists(tmp_path / "straight" / "hypernet" / "hypernet.safetensors")
 
-  monkeypatch.setattr(tagi, "PreemptionGuard", _StopAt(3))
-  assert _train(c, stage, tmp_path / "resumed", env).stopped_early
-  monkeypatch.setattr(tagi, "PreemptionGuard", _StopAt(-1))
+  with _SigtermAt(3) as guard:
+    assert _train(c, stage, tmp_path / "resumed", env, guard=guard).stopped_early
   resumed = _train(c, stage, tmp_path / "resumed", env)  # same call: resumes from step 3
   assert not resumed.stopped_early
   for x, y in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params)):
@@ -169,7 +171,7 @@ def test_stage2_with_the_instruction_in_context_as_teacher(files, env):
 def test_job_trains_adapters_both_stages_every_ablation_and_scores_every_system(files, tmp_path):
   c = _config(files)
   c.ablations = "no_kl,no_alignment,no_stage1"
-  summary = tagi_experiment.run(c, str(tmp_path))
+  summary = job_lib.run(tagi_experiment, c, str(tmp_path))
   for stage, terms in (("stage1", ["ce"]), ("stage2", ["ce", "kl"])):
     losses = summary["losses"][stage]
     for term in terms:

@@ -99,11 +99,20 @@ def read_jsonl(path: PathLike) -> list[Example]:
   return examples
 
 
+def write_text(path: PathLike, text: str) -> None:
+  """Writes `path` atomically (a temporary file, then a rename; parent directories made): a
+  crash never leaves half a file that a rerun would trust."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{os.fspath(path)}.tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def write_jsonl(path: PathLike, examples: Iterable[Example]) -> None:
-  """Writes one JSON object per line, UTF-8 kept readable (no \\u escapes)."""
-  with open(path, "w", encoding="utf-8") as f:
-    for example in examples:
-      f.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
+  """Writes one JSON object per line, UTF-8 kept readable (no \\u escapes), atomically."""
+  write_text(path, "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n"
+                           for e in examples))
 
 
 def read_json(path: PathLike) -> Any:
@@ -112,11 +121,8 @@ def read_json(path: PathLike) -> Any:
 
 
 def write_json(path: PathLike, value: Any) -> None:
-  """Writes `value` atomically: a crash never leaves half a file that a rerun would trust."""
-  tmp = f"{os.fspath(path)}.tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2, default=str)
-  os.replace(tmp, path)
+  """Writes `value` as indented JSON, atomically (`write_text`)."""
+  write_text(path, json.dumps(value, indent=2, default=str))
 
 
 # ----------------------------------------------------------------------------------------------

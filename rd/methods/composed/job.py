@@ -25,36 +25,31 @@ has n >= 4k examples, each the only source of one item's answer. `run` is the ex
      that taught the item, and on the training questions): greedy exact match; a table,
      `results.json`, `predictions.jsonl`.
 
-Every training is `rd.train.train` in its own workdir; a finished one (its `lora/` written) is
-loaded instead of run again, an interrupted one resumes from its checkpoint.
+Every training is `rd.train.train` in its own workdir; a finished one (its `done.json`, `rd.job`)
+is read back instead of run again, an interrupted one resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
 from rd import config as config_lib
-from rd import evaluate, retrieval, train
+from rd import evaluate, retrieval
+from rd.config import check
+from rd.data.templates import prompt_fn
 from rd import lora as lora_lib
 from rd.tasks import composed_tasks as tasks
 from rd.data.examples import Example, write_jsonl
 from rd.metrics import format_table
-from rd.tokenizer import load_tokenizer
-from rd.weights import adapter
-from rd.weights.load import load_model
 
 FORMS = ("simultaneous", "sequential", "recursive")
 ENSEMBLES = ("partition", "random")
@@ -68,11 +63,6 @@ IN_WINDOW = ("zero-shot", "random k", "BM25 k", "BM25 top 1")
 # Configuration
 
 
-def _check(ok: bool, field: str, message: str) -> None:
-  if not ok:
-    raise config_lib.ConfigError(f"config.{field}: {message}")
-
-
 def validate(c: ml_collections.ConfigDict) -> None:
   """The engine's checks plus this job's fields; raises `config.ConfigError`. The job writes its
   own training files, so the engine's checks run with a stand-in `data.train` (never read)."""
@@ -84,15 +74,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
   except ValueError as e:
     raise config_lib.ConfigError(f"config.task: {e}") from None
   forms = tuple(c.composed.forms)
-  _check(bool(forms) and set(forms) <= set(FORMS) and len(set(forms)) == len(forms),
+  check(bool(forms) and set(forms) <= set(FORMS) and len(set(forms)) == len(forms),
          "composed.forms", f"a non-empty selection of {FORMS}, each at most once")
-  _check(c.composed.chunk >= 0, "composed.chunk", "must be >= 0 (0 = as many as fit)")
-  _check(c.composed.ensemble in ENSEMBLES, "composed.ensemble", f"choose from {ENSEMBLES}")
-  _check(c.composed.contexts >= 0, "composed.contexts", "must be >= 0 (0 = one per chunk)")
-  _check(c.composed.epochs > 0, "composed.epochs", "must be > 0")
-  _check(c.composed.min_ratio >= 1, "composed.min_ratio", "must be >= 1")
-  _check(c.evaluation.max_new_tokens >= 1, "evaluation.max_new_tokens", "must be >= 1")
-  _check(c.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
+  check(c.composed.chunk >= 0, "composed.chunk", "must be >= 0 (0 = as many as fit)")
+  check(c.composed.ensemble in ENSEMBLES, "composed.ensemble", f"choose from {ENSEMBLES}")
+  check(c.composed.contexts >= 0, "composed.contexts", "must be >= 0 (0 = one per chunk)")
+  check(c.composed.epochs > 0, "composed.epochs", "must be > 0")
+  check(c.composed.min_ratio >= 1, "composed.min_ratio", "must be >= 1")
+  check(c.evaluation.max_new_tokens >= 1, "evaluation.max_new_tokens", "must be >= 1")
+  check(c.evaluation.batch_size >= 1, "evaluation.batch_size", "must be >= 1")
 
 
 def task_config(c) -> tasks.TaskConfig:
@@ -205,45 +195,24 @@ def round_sets(train_qs, texts, chunks, form: str) -> list[list[Example]]:
 # The experiment
 
 
-class _Timer:
-  def __init__(self):
-    self.seconds: dict[str, float] = {}
-
-  @contextlib.contextmanager
-  def __call__(self, phase: str):
-    start = time.perf_counter()
-    logging.info("phase: %s", phase)
-    yield
-    self.seconds[phase] = round(time.perf_counter() - start, 1)
-    logging.info("phase %s took %.1f s", phase, self.seconds[phase])
-
-
-def _on_default_device(tree):
-  """Trained LoRAs come back with the training mesh's sharding; as plain arrays generation
-  compiles once for all of them."""
-  return jax.tree.map(jnp.asarray, jax.device_get(tree))
-
-
-def _train(c, name: str, examples: Sequence[Example], workdir: str, base, tokenizer, *,
+def _train(job, name: str, examples: Sequence[Example], base, tokenizer, *,
            teacher_from: str = "", init_from: str = "") -> tuple[Any, str, int]:
-  """Trains (or loads, when finished) one LoRA in `<workdir>/<name>`: (lora, its workdir,
-  steps)."""
-  run_dir = os.path.join(workdir, name)
-  os.makedirs(run_dir, exist_ok=True)
+  """Trains (or reads back, when finished) one LoRA in `<workdir>/<name>`: (lora, its workdir,
+  steps). Its training file is written once, so a resumed training reads the same data."""
+  run_dir = job.path(name)
   path = os.path.join(run_dir, "train.jsonl")
-  write_jsonl(path, examples)
-  t = training_config(c, path, len(examples), teacher_from=teacher_from, init_from=init_from)
-  if os.path.exists(os.path.join(run_dir, "lora", "adapter.safetensors")):
-    logging.info("%s: finished earlier, loading its LoRA", name)
-    return _on_default_device(adapter.load(run_dir)), run_dir, t.train.steps
-  result = train.train(t, run_dir, base=base, tokenizer=tokenizer)
-  if result.stopped_early:
-    raise RuntimeError(f"{name}: preempted; run the job again to resume it")
-  return _on_default_device(result.state.params), run_dir, t.train.steps
 
+  def write():
+    if job.primary:
+      os.makedirs(run_dir, exist_ok=True)
+      write_jsonl(path, examples)
+    return {"examples": len(examples)}
 
-def _fill(template: str) -> Callable[[Example], str]:
-  return lambda e: template.format(context=e.context, query=e.query)
+  job.once(os.path.join(run_dir, "data"), write)
+  t = training_config(job.config, path, len(examples), teacher_from=teacher_from,
+                      init_from=init_from)
+  lora, _ = job.trained_lora(t, name, base=base, tokenizer=tokenizer)
+  return lora, run_dir, t.train.steps
 
 
 def baseline_prompts(test, texts, k, chunks, retriever, rng
@@ -308,10 +277,10 @@ class Scorer:
   and every student then share two compiled generation programs.
   """
 
-  def __init__(self, c, base, tokenizer, timer):
-    self.c, self.base, self.tokenizer, self.timer = c, base, tokenizer, timer
-    self.zero_lora = _on_default_device(lora_lib.init(base.spec, config_lib.lora_config(c),
-                                                      jax.random.key(c.train.seed)))
+  def __init__(self, job, base, tokenizer):
+    self.job, self.c, self.base, self.tokenizer = job, job.config, base, tokenizer
+    self.zero_lora = job.replicate(lora_lib.init(base.spec, config_lib.lora_config(self.c),
+                                                 jax.random.key(self.c.train.seed)))
     self.predictions: list[dict[str, Any]] = []
 
   def __call__(self, name: str, lora, questions: Sequence[Example], *, with_examples: bool,
@@ -319,10 +288,10 @@ class Scorer:
     d = self.c.data
     template, bucket = ((d.template_teacher, d.teacher_len) if with_examples else
                         (d.template_student, d.student_len))
-    with self.timer(f"eval: {name} ({field})"):
+    with self.job.phase(f"eval: {name} ({field})"):
       r = evaluate.answer_accuracy(
           self.base, self.zero_lora if lora is None else lora, self.tokenizer, questions,
-          _fill(template), max_new_tokens=self.c.evaluation.max_new_tokens,
+          prompt_fn(template), max_new_tokens=self.c.evaluation.max_new_tokens,
           batch_size=self.c.evaluation.batch_size, bucket=bucket)
     predictions = [{"system": name, "questions": field, "item": q.meta["item"], **p}
                    for q, p in zip(questions, r.pop("predictions"))]
@@ -337,15 +306,15 @@ def run_baselines(plan: Plan, score: Scorer, retriever: retrieval.Retriever, rng
                  **info[name]} for name in BASELINES}
 
 
-def train_forms(c, plan: Plan, workdir: str, base, tokenizer, timer, rng
+def train_forms(job, plan: Plan, base, tokenizer, rng
                 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
   """Every form's final LoRA, and a log of its trainings (round by round)."""
+  c = job.config
   loras, logs = {}, {}
   if "simultaneous" in c.composed.forms:
-    with timer("train: simultaneous"):
+    with job.phase("train: simultaneous"):
       data = simultaneous_set(plan.train, plan.texts, plan.chunk, c, rng)
-      loras["simultaneous"], run_dir, steps = _train(c, "simultaneous", data, workdir, base,
-                                                     tokenizer)
+      loras["simultaneous"], run_dir, steps = _train(job, "simultaneous", data, base, tokenizer)
     logs["simultaneous"] = [{"workdir": run_dir, "steps": steps, "examples": len(data),
                              "contexts": len(data[0].contexts)}]
   first_round = None
@@ -355,12 +324,12 @@ def train_forms(c, plan: Plan, workdir: str, base, tokenizer, timer, rng
     previous, logs[form] = "", []
     for r, data in enumerate(round_sets(plan.train, plan.texts, plan.chunks, form)):
       teacher_from = previous if form == "recursive" else ""
-      with timer(f"train: {form} round {r + 1}"):
+      with job.phase(f"train: {form} round {r + 1}"):
         if r == 0 and first_round is not None:  # recursive round 1 == sequential round 1
           lora, run_dir, steps = first_round
         else:
-          lora, run_dir, steps = _train(c, os.path.join(form, f"round_{r + 1}"), data, workdir,
-                                        base, tokenizer, teacher_from=teacher_from,
+          lora, run_dir, steps = _train(job, os.path.join(form, f"round_{r + 1}"), data, base,
+                                        tokenizer, teacher_from=teacher_from,
                                         init_from=previous)
       first_round = first_round or (lora, run_dir, steps)
       logs[form].append({"workdir": run_dir, "steps": steps, "examples": len(data),
@@ -371,42 +340,29 @@ def train_forms(c, plan: Plan, workdir: str, base, tokenizer, timer, rng
   return loras, logs
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(job) -> dict[str, Any]:
   """The whole experiment (see the module docstring); returns what `results.json` holds."""
-  validate(c)
-  os.makedirs(workdir, exist_ok=True)
-  timer, start = _Timer(), time.perf_counter()
+  c = job.config
   rng = np.random.default_rng(c.composed.seed)
-  with timer("load"):
-    base = load_model(c.model.path, dtype=c.model.dtype)
-    tokenizer = load_tokenizer(c.model.path)
+  base, tokenizer = job.load()
   plan = make_plan(c, tokenizer, rng)
-  for name in ("examples", "train", "test"):
-    write_jsonl(os.path.join(workdir, f"{name}.jsonl"), getattr(plan, name))
+  if job.primary:
+    for name in ("examples", "train", "test"):
+      write_jsonl(job.path(f"{name}.jsonl"), getattr(plan, name))
   logging.info("window %d tokens: k = %d of n = %d examples fit; %d chunks of <= %d",
                c.data.teacher_len, plan.k, len(plan.texts), len(plan.chunks), plan.chunk)
 
-  score = Scorer(c, base, tokenizer, timer)
+  score = Scorer(job, base, tokenizer)
   retriever = retrieval.Retriever(plan.texts)  # BM25 over the n examples
   systems = run_baselines(plan, score, retriever, rng)
-  loras, logs = train_forms(c, plan, workdir, base, tokenizer, timer, rng)
+  loras, logs = train_forms(job, plan, base, tokenizer, rng)
   for form, lora in loras.items():
     systems[form] = {"heldout": score(form, lora, plan.test, with_examples=False),
                      "train": score(form, lora, plan.train, with_examples=False,
                                     field="train")}
     systems[form]["heldout_by_chunk"] = by_chunk(score.predictions, form, plan)
-  timer.seconds["total"] = round(time.perf_counter() - start, 1)
-  results = summarize(c, plan, systems, logs, retriever, timer.seconds)
-  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2, default=str)
-  with open(os.path.join(workdir, "predictions.jsonl"), "w", encoding="utf-8") as f:
-    for p in score.predictions:
-      f.write(json.dumps(p, ensure_ascii=False) + "\n")
-  if jax.process_index() == 0:
-    print("\n" + results_table(results))
-    print(format_table([[phase, f"{s:.1f}"] for phase, s in timer.seconds.items()],
-                       ["phase", "seconds"]))
-  return results
+  results = summarize(c, plan, systems, logs, retriever)
+  return job.finish(results, tables=[results_table(results)], predictions=score.predictions)
 
 
 def by_chunk(predictions: Sequence[dict[str, Any]], system: str, plan: Plan) -> list[float]:
@@ -420,8 +376,7 @@ def by_chunk(predictions: Sequence[dict[str, Any]], system: str, plan: Plan) -> 
   return out
 
 
-def summarize(c, plan: Plan, systems, logs, retriever: retrieval.Retriever, seconds
-              ) -> dict[str, Any]:
+def summarize(c, plan: Plan, systems, logs, retriever: retrieval.Retriever) -> dict[str, Any]:
   """What `results.json` holds: every system's scores, the window, the trainings, and whether
   the best composed form beats the best in-window prompting on the held-out questions."""
   em = lambda name: systems[name]["heldout"]["exact_match"]  # noqa: E731
@@ -443,9 +398,6 @@ def summarize(c, plan: Plan, systems, logs, retriever: retrieval.Retriever, seco
       "best_composed": best_composed and {"system": best_composed,
                                           "exact_match": em(best_composed)},
       "composed_beats_in_window": bool(best_composed) and em(best_composed) > em(best_in_window),
-      "seconds": seconds,
-      "devices": [str(d) for d in jax.devices()],
-      "config": c.to_dict(),
   }
 
 

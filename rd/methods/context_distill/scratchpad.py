@@ -21,22 +21,18 @@ Llama; every training is `rd.train.train`, resumable in its own workdir):
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import time
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 from flax import nnx
 
-from rd import train
-from rd.config import ConfigError
+from rd.config import check
+from rd.job import barrier
 from rd.tasks import addition
-from rd.data.examples import read_json, write_json, write_jsonl
+from rd.data.examples import write_jsonl
 from rd.generate import generate_text
 from rd.metrics import format_table
 from rd.models import Decoder, from_hf_config
@@ -45,9 +41,6 @@ from rd.weights.export import save_hf
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-  def check(ok, field, message):
-    if not ok:
-      raise ConfigError(f"config.{field}: {message}")
   t = c.task
   check(1 <= t.max_digits <= 8, "task.max_digits", "must be in 1..8 (the model's window is "
         "sized for 8-digit problems)")
@@ -118,85 +111,72 @@ def _init_model(c, directory: str) -> None:
   addition.char_tokenizer().save_pretrained(directory)
 
 
-def _trained(result) -> Any:
-  if result.stopped_early:
-    raise RuntimeError("a training was preempted; run the job again to resume it")
-  return jax.tree.map(jnp.asarray, jax.device_get(result.state.params))
-
-
-def _teacher_pairs(teacher, tokenizer, problems, workdir: str, *, batch_size: int,
+def _teacher_pairs(job, teacher, tokenizer, problems, *, batch_size: int,
                    fmt: addition.Format) -> dict:
   """Writes <workdir>/distill.jsonl: the teacher's own scratch-pad and answer for each problem
-  (the pairs it finished). Kept for a rerun, which then skips the generation: the finished
-  scratch-pad model is the same model. Returns its accuracy and the number of pairs."""
-  done = os.path.join(workdir, "distill_pairs.json")
-  if os.path.exists(done):
-    return read_json(done)
-  worked = accuracy(teacher, None, tokenizer, problems, scratch=True, batch_size=batch_size,
-                    fmt=fmt)
-  pairs = [addition.distill_example(a, b, row["completion"], fmt)
-           for (a, b), row in zip(problems, worked["predictions"])]
-  pairs = [p for p in pairs if p is not None]
-  if not pairs:
-    raise RuntimeError("the scratch-pad model finished none of the distillation problems with "
-                       "an answer; train it longer (scratchpad.steps) or check its loss in "
-                       f"{os.path.join(workdir, 'scratchpad', 'metrics.jsonl')}")
-  write_jsonl(os.path.join(workdir, "distill.jsonl"), pairs)
-  summary = {"accuracy": worked["accuracy"], "pairs": len(pairs), "problems": len(problems)}
-  write_json(done, summary)  # written last: marks distill.jsonl complete
-  logging.info("teacher answered %d/%d distillation problems, %.1f%% correctly", len(pairs),
-               len(problems), 100 * worked["accuracy"])
-  return summary
+  (the pairs it finished), once: a rerun reads it back. Returns its accuracy and the number
+  of pairs."""
+
+  def work():
+    worked = accuracy(teacher, None, tokenizer, problems, scratch=True, batch_size=batch_size,
+                      fmt=fmt)
+    pairs = [addition.distill_example(a, b, row["completion"], fmt)
+             for (a, b), row in zip(problems, worked["predictions"])]
+    pairs = [p for p in pairs if p is not None]
+    if not pairs:
+      raise RuntimeError("the scratch-pad model finished none of the distillation problems "
+                         "with an answer; train it longer (scratchpad.steps) or check its loss "
+                         f"in {job.path('scratchpad', 'metrics.jsonl')}")
+    if job.primary:
+      write_jsonl(job.path("distill.jsonl"), pairs)
+    logging.info("teacher answered %d/%d distillation problems, %.1f%% correctly", len(pairs),
+                 len(problems), 100 * worked["accuracy"])
+    return {"accuracy": worked["accuracy"], "pairs": len(pairs), "problems": len(problems)}
+
+  return job.once(job.path("distill_pairs"), work)
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  validate(c)
-  os.makedirs(workdir, exist_ok=True)
-  path = lambda *p: os.path.join(workdir, *p)  # noqa: E731
-  seconds, start = {}, time.perf_counter()
+def run(job) -> dict[str, Any]:
+  c, path = job.config, job.path
   bs, fmt = c.evaluation.batch_size, addition.format_named(c.task.format, c.task.max_digits)
 
   # 1-2. Data, a random model, the scratch-pad teacher trained from scratch.
   problems = make_problems(c.task)
-  _init_model(c, path("init"))
+  if job.primary:
+    _init_model(c, path("init"))
+    write_jsonl(path("scratchpad.jsonl"), [addition.scratch_example(a, b, fmt)
+                                           for a, b in problems["train"]])
+    write_jsonl(path("direct.jsonl"), [addition.direct_example(a, b, fmt)
+                                       for a, b in problems["train"]])
+    write_jsonl(path("distill_gold.jsonl"), [addition.direct_example(a, b, fmt)
+                                             for a, b in problems["distill"]])
+  barrier("scratch-pad data")
   tokenizer = load_tokenizer(path("init"))
-  write_jsonl(path("scratchpad.jsonl"), [addition.scratch_example(a, b, fmt)
-                                         for a, b in problems["train"]])
-  write_jsonl(path("direct.jsonl"), [addition.direct_example(a, b, fmt)
-                                     for a, b in problems["train"]])
-  write_jsonl(path("distill_gold.jsonl"), [addition.direct_example(a, b, fmt)
-                                           for a, b in problems["distill"]])
-  t = time.perf_counter()
-  teacher = _trained(train.train(_stage(c, path("init"), path("scratchpad.jsonl"), full=True,
-                                        kl=False, direct=False, **c.scratchpad),
-                                 path("scratchpad"),
-                                 tokenizer=tokenizer))
-  seconds["train scratch-pad model"] = time.perf_counter() - t
+  with job.phase("train scratch-pad model"):
+    teacher = job.train(_stage(c, path("init"), path("scratchpad.jsonl"), full=True, kl=False,
+                               direct=False, **c.scratchpad), "scratchpad",
+                        tokenizer=tokenizer).state.params
   teacher_dir = path("scratchpad", "model")
 
   # 3. The teacher's own scratch-pads for the distillation problems, then distillation.
-  t = time.perf_counter()
-  worked = _teacher_pairs(teacher, tokenizer, problems["distill"], workdir, batch_size=bs,
-                          fmt=fmt)
-  seconds["teacher scratch-pads"] = time.perf_counter() - t
-  t = time.perf_counter()
-  student = _trained(train.train(_stage(c, teacher_dir, path("distill.jsonl"), full=False, kl=True,
-                                        steps=c.train.steps, lr=c.optim.lr), path("distill"),
-                                 base=teacher, tokenizer=tokenizer))
-  seconds["distill"] = time.perf_counter() - t
+  with job.phase("teacher scratch-pads"):
+    worked = _teacher_pairs(job, teacher, tokenizer, problems["distill"], batch_size=bs,
+                            fmt=fmt)
+  with job.phase("distill"):
+    student = job.train(_stage(c, teacher_dir, path("distill.jsonl"), full=False, kl=True,
+                               steps=c.train.steps, lr=c.optim.lr), "distill", base=teacher,
+                        tokenizer=tokenizer).state.params
 
   # 4. Baselines on the same problems, with gold direct answers.
-  t = time.perf_counter()
-  direct = _trained(train.train(_stage(c, path("init"), path("direct.jsonl"), full=True, kl=False,
-                                       **c.direct), path("direct"), tokenizer=tokenizer))
-  then_direct = _trained(train.train(
-      _stage(c, teacher_dir, path("distill_gold.jsonl"), full=False, kl=False,
-             steps=c.train.steps, lr=c.optim.lr), path("scratchpad_then_direct"), base=teacher,
-      tokenizer=tokenizer))
-  seconds["baselines"] = time.perf_counter() - t
+  with job.phase("baselines"):
+    direct = job.train(_stage(c, path("init"), path("direct.jsonl"), full=True, kl=False,
+                              **c.direct), "direct", tokenizer=tokenizer).state.params
+    then_direct = job.train(
+        _stage(c, teacher_dir, path("distill_gold.jsonl"), full=False, kl=False,
+               steps=c.train.steps, lr=c.optim.lr), "scratchpad_then_direct", base=teacher,
+        tokenizer=tokenizer).state.params
 
   # 5. Unseen problems.
-  t = time.perf_counter()
   test = problems["test"]
   runs = {"teacher (scratch-pad)": (teacher, None, True),
           "student before (direct)": (teacher, None, False),
@@ -204,27 +184,15 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           "baseline: direct-answer fine-tuning": (direct, None, False),
           "baseline: scratch-pad then direct": (teacher, then_direct, False)}
   systems, predictions = {}, []
-  for name, (model, lora, scratch) in runs.items():
-    r = accuracy(model, lora, tokenizer, test, scratch=scratch, batch_size=bs, fmt=fmt)
-    predictions += [{"system": name, **p} for p in r.pop("predictions")]
-    systems[name] = r
-  seconds["evaluate"] = time.perf_counter() - t
-  seconds["total"] = time.perf_counter() - start
-
+  with job.phase("evaluate"):
+    for name, (model, lora, scratch) in runs.items():
+      r = accuracy(model, lora, tokenizer, test, scratch=scratch, batch_size=bs, fmt=fmt)
+      predictions += [{"system": name, **p} for p in r.pop("predictions")]
+      systems[name] = r
   results = {"systems": systems, "teacher_accuracy_on_distill_problems": worked["accuracy"],
              "n_distill_pairs": worked["pairs"],
-             "n_problems": {k: len(v) for k, v in problems.items()},
-             "seconds": {k: round(v, 1) for k, v in seconds.items()},
-             "devices": [str(d) for d in jax.devices()], "config": c.to_dict()}
-  with open(path("results.json"), "w") as f:
-    json.dump(results, f, indent=2, default=str)
-  with open(path("predictions.jsonl"), "w") as f:
-    f.writelines(json.dumps(p) + "\n" for p in predictions)
-  if jax.process_index() == 0:
-    print("\n" + format_table([[name, f"{100 * r['accuracy']:.2f}", str(r["n"])]
-                               for name, r in systems.items()],
-                              ["system (unseen 1-8 digit problems)", "accuracy %", "n"]))
-    print(format_table([[k, f"{v:.1f}"] for k, v in results["seconds"].items()],
-                       ["phase", "seconds"]))
-  return results
-
+             "n_problems": {k: len(v) for k, v in problems.items()}}
+  table = format_table([[name, f"{100 * r['accuracy']:.2f}", str(r["n"])]
+                        for name, r in systems.items()],
+                       ["system (unseen 1-8 digit problems)", "accuracy %", "n"])
+  return job.finish(results, tables=[table], predictions=predictions)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -36,7 +35,10 @@ import numpy as np
 from absl import logging
 
 from rd import config as config_lib
-from rd import evaluate, sharding
+from rd import evaluate
+from rd.generate import prompt_bucket
+from rd.config import check
+from rd.job import Preempted
 from rd.methods.tagi import hypernet
 from rd.methods.tagi import stages as tagi
 from rd import lora as lora_lib
@@ -46,8 +48,6 @@ from rd.data.examples import Example, read_jsonl
 from rd.data.templates import Template
 from rd.distill import LossConfig
 from rd.metrics import format_table
-from rd.tokenizer import load_tokenizer
-from rd.weights.load import load_model
 
 SPLITS = ("seen", "unseen")
 # Stage-2 variants that each drop one part of the method (config.ablations), by system name.
@@ -61,63 +61,58 @@ SYSTEMS = ("base", "base + instruction", "hypernet stage 1", "hypernet stage 2",
 # Configuration
 
 
-def _check(ok: bool, field: str, message: str) -> None:
-  if not ok:
-    raise config_lib.ConfigError(f"config.{field}: {message}")
-
-
 def validate(c: ml_collections.ConfigDict) -> None:
   """Checks every field the job reads before anything is loaded; one line per problem."""
   from rd.embedded import DEFAULT_MODEL  # pylint: disable=import-outside-toplevel
-  _check(c.model.path == DEFAULT_MODEL or os.path.exists(c.model.path), "model.path",
+  check(c.model.path == DEFAULT_MODEL or os.path.exists(c.model.path), "model.path",
          f"{c.model.path!r} does not exist; give an HF directory, a .gguf file or "
          f"{DEFAULT_MODEL!r}")
-  _check(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "use float32 or bfloat16")
+  check(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "use float32 or bfloat16")
   source = c.tasks.source
-  _check(source == "suite" or (source.endswith(".jsonl") and os.path.exists(source)),
+  check(source == "suite" or (source.endswith(".jsonl") and os.path.exists(source)),
          "tasks.source", f"{source!r}: use 'suite' or an existing .jsonl of task examples")
   if source == "suite" and c.tasks.names:
     from rd.tasks import task_suite  # pylint: disable=import-outside-toplevel
     unknown = sorted(set(_names(c.tasks.names)) - set(task_suite.TASKS))
-    _check(not unknown, "tasks.names", f"unknown tasks {unknown}")
-  _check(c.tasks.n_train > 0 and c.tasks.n_test > 0, "tasks", "n_train and n_test must be > 0")
-  _check(c.tasks.shots >= 0, "tasks.shots", "must be >= 0")
+    check(not unknown, "tasks.names", f"unknown tasks {unknown}")
+  check(c.tasks.n_train > 0 and c.tasks.n_test > 0, "tasks", "n_train and n_test must be > 0")
+  check(c.tasks.shots >= 0, "tasks.shots", "must be >= 0")
   for field in ("seen", "unseen"):
-    _check(c.tasks[field] >= 0, f"tasks.{field}", "must be >= 0 (0 = every task of the split)")
-  _check(c.stage1.steps >= 0 and c.stage2.steps >= 0, "stage1.steps",
+    check(c.tasks[field] >= 0, f"tasks.{field}", "must be >= 0 (0 = every task of the split)")
+  check(c.stage1.steps >= 0 and c.stage2.steps >= 0, "stage1.steps",
          "stage steps must be >= 0")
-  _check(c.stage1.steps + c.stage2.steps > 0, "stage2.steps", "both stages have 0 steps")
+  check(c.stage1.steps + c.stage2.steps > 0, "stage2.steps", "both stages have 0 steps")
   for field in ("stage1.lr", "stage2.lr", "adapters.lr"):
     stage, name = field.split(".")
-    _check(c[stage][name] > 0, field, "must be > 0")
-  _check(c.adapters.steps > 0, "adapters.steps", "must be > 0")
+    check(c[stage][name] > 0, field, "must be > 0")
+  check(c.adapters.steps > 0, "adapters.steps", "must be > 0")
   words = tuple(c.stage1.segment_words)
-  _check(len(words) == 3 and min(words) > 0, "stage1.segment_words",
+  check(len(words) == 3 and min(words) > 0, "stage1.segment_words",
          f"give three positive word counts (a, b, c), got {words}")
   text = c.stage1.text
   if text.endswith(".txt"):
-    _check(os.path.exists(text), "stage1.text", f"{text!r} does not exist")
+    check(os.path.exists(text), "stage1.text", f"{text!r} does not exist")
   elif text:
     problem = sources.check(text)
-    _check(not problem, "stage1.text", str(problem))
-  _check(c.stage2.teacher in ("adapter", "context"), "stage2.teacher",
+    check(not problem, "stage1.text", str(problem))
+  check(c.stage2.teacher in ("adapter", "context"), "stage2.teacher",
          "use 'adapter' (base + the task's LoRA) or 'context' (instruction in the prompt)")
-  _check(min(c.stage2.ce_weight, c.stage2.kl_weight, c.stage2.adapter_weight) >= 0, "stage2",
+  check(min(c.stage2.ce_weight, c.stage2.kl_weight, c.stage2.adapter_weight) >= 0, "stage2",
          "loss weights must be >= 0")
-  _check(c.stage2.ce_weight or c.stage2.kl_weight or c.stage2.adapter_weight, "stage2",
+  check(c.stage2.ce_weight or c.stage2.kl_weight or c.stage2.adapter_weight, "stage2",
          "every loss weight is 0; set stage2.ce_weight, kl_weight or adapter_weight")
-  _check(c.hypernet.hidden >= 1, "hypernet.hidden", "must be >= 1")
-  _check(c.hypernet.instruction_len >= 2, "hypernet.instruction_len", "must be >= 2")
-  _check(set(c.lora.targets) <= set(lora_lib.TARGETS), "lora.targets",
+  check(c.hypernet.hidden >= 1, "hypernet.hidden", "must be >= 1")
+  check(c.hypernet.instruction_len >= 2, "hypernet.instruction_len", "must be >= 2")
+  check(set(c.lora.targets) <= set(lora_lib.TARGETS), "lora.targets",
          f"unknown {sorted(set(c.lora.targets) - set(lora_lib.TARGETS))}; "
          f"choose from {lora_lib.TARGETS}")
-  _check(c.lora.rank >= 1, "lora.rank", "must be >= 1")
-  _check(c.data.global_batch > 0, "data.global_batch", "must be > 0")
-  _check(c.data.response_len < min(c.data.teacher_len, c.data.student_len), "data.response_len",
+  check(c.lora.rank >= 1, "lora.rank", "must be >= 1")
+  check(c.data.global_batch > 0, "data.global_batch", "must be > 0")
+  check(c.data.response_len < min(c.data.teacher_len, c.data.student_len), "data.response_len",
          "must be shorter than data.teacher_len and data.student_len")
-  _check(c.loss.temperature > 0, "loss.temperature", "must be > 0")
-  _check(c.evaluation.max_new_tokens > 0, "evaluation.max_new_tokens", "must be > 0")
-  _check(c.evaluation.limit >= 0 and c.evaluation.seen_limit >= 0, "evaluation.limit",
+  check(c.loss.temperature > 0, "loss.temperature", "must be > 0")
+  check(c.evaluation.max_new_tokens > 0, "evaluation.max_new_tokens", "must be > 0")
+  check(c.evaluation.limit >= 0 and c.evaluation.seen_limit >= 0, "evaluation.limit",
          "limits must be >= 0 (0 = every test example)")
   _check_ablations(c)
 
@@ -125,16 +120,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
 def _check_ablations(c) -> None:
   names = ablations(c)
   unknown = sorted(set(names) - set(ABLATIONS))
-  _check(not unknown, "ablations", f"unknown {unknown}; choose from {sorted(ABLATIONS)}")
+  check(not unknown, "ablations", f"unknown {unknown}; choose from {sorted(ABLATIONS)}")
   if not names:
     return
   s = c.stage2
-  _check(s.steps > 0, "ablations", "every ablation is a stage-2 variant; set stage2.steps > 0")
-  _check("no_stage1" not in names or c.stage1.steps > 0, "ablations",
+  check(s.steps > 0, "ablations", "every ablation is a stage-2 variant; set stage2.steps > 0")
+  check("no_stage1" not in names or c.stage1.steps > 0, "ablations",
          "no_stage1 needs stage1.steps > 0 (without stage 1 it is stage 2 itself)")
-  _check("no_kl" not in names or (s.kl_weight and (s.ce_weight or s.adapter_weight)),
+  check("no_kl" not in names or (s.kl_weight and (s.ce_weight or s.adapter_weight)),
          "ablations", "no_kl needs stage2.kl_weight > 0 and another loss weight > 0")
-  _check("no_alignment" not in names or (s.adapter_weight and (s.ce_weight or s.kl_weight)),
+  check("no_alignment" not in names or (s.adapter_weight and (s.ce_weight or s.kl_weight)),
          "ablations", "no_alignment needs stage2.adapter_weight > 0 and another weight > 0")
 
 
@@ -314,10 +309,6 @@ def stage2(c, tasks: Tasks, base, tokenizer, task_names: Sequence[str], *,
 # Evaluation
 
 
-def _round_up(n: int, multiple: int = 8) -> int:
-  return -(-n // multiple) * multiple
-
-
 @dataclasses.dataclass(frozen=True)
 class System:
   """How one system answers a task: its LoRA (or None), its prompt, and what that costs beyond
@@ -412,7 +403,7 @@ def evaluate_systems(c, tasks: Tasks, test: dict[str, list[Example]],
   template = Template(teacher=c.data.template_teacher, student=c.data.template_student)
   student = lambda e: template.student_prompt(e, tokenizer)  # noqa: E731
   teacher = lambda e: template.teacher_prompts(e, tokenizer)[0]  # noqa: E731
-  bucket = {fn: _round_up(max(len(tokenizer.encode(fn(e))) for ex in test.values() for e in ex))
+  bucket = {fn: prompt_bucket(tokenizer, [fn(e) for ex in test.values() for e in ex])
             for fn in (student, teacher)}
   length, cfg = c.hypernet.instruction_len, hypernet_config(c)
   instructions = [ex[0].context for ex in test.values()]
@@ -499,13 +490,21 @@ def nearest_table(nearest: dict[str, dict[str, Any]], results: dict[str, Any]) -
 # The job
 
 
-def run(c, workdir: str) -> dict[str, Any]:
+def _stage(job, stage, params, base, tokenizer, adapters=None):
+  """One hypernetwork stage in `<workdir>/<stage.name>`; `Preempted` when a SIGTERM stopped it."""
+  with job.phase(f"train {stage.name}"):
+    result = tagi.train_stage(job.config, stage, job.path(stage.name), base=base,
+                              tokenizer=tokenizer, mesh=job.mesh, params=params,
+                              task_adapters=adapters, guard=job.guard)
+  if result.stopped_early:
+    raise Preempted(stage.name)
+  return result
+
+
+def run(job) -> dict[str, Any]:
   """The whole experiment (module docstring); returns what `results.json` holds."""
-  validate(c)
-  os.makedirs(workdir, exist_ok=True)
-  mesh = sharding.make_mesh(**c.mesh)
-  base = sharding.place_params(load_model(c.model.path, dtype=c.model.dtype), mesh)
-  tokenizer = load_tokenizer(c.model.path)
+  c = job.config
+  base, tokenizer = job.load()
   tasks = load_tasks(c)
   seen = tasks.names("seen")
   if not seen:
@@ -515,18 +514,14 @@ def run(c, workdir: str) -> dict[str, Any]:
   need_adapters = c.stage2.steps and (c.stage2.teacher == "adapter" or c.stage2.adapter_weight)
   adapters = None
   if need_adapters or c.evaluation.per_task_adapters:
-    adapters = tagi.train_task_adapters(c, {t: tasks.train[t] for t in seen},
-                                        os.path.join(workdir, "adapters"), base=base,
-                                        tokenizer=tokenizer)
+    with job.phase("per-task adapters"):
+      adapters = tagi.train_task_adapters(job, {t: tasks.train[t] for t in seen}, "adapters",
+                                          base=base, tokenizer=tokenizer)
   cfg = hypernet_config(c)
   params = init_params = hypernet.init(base.spec, cfg, jax.random.key(c.train.seed))
   hypernets, losses = {}, {}
   if c.stage1.steps:
-    result = tagi.train_stage(c, stage1(c, tasks, base, tokenizer),
-                              os.path.join(workdir, "stage1"), base=base, tokenizer=tokenizer,
-                              mesh=mesh, params=params)
-    if result.stopped_early:
-      return {"stopped_early": "stage1"}
+    result = _stage(job, stage1(c, tasks, base, tokenizer), params, base, tokenizer)
     params = hypernets["hypernet stage 1"] = result.params
     losses["stage1"] = {"before": result.before, "after": result.after}
   if c.stage2.steps:
@@ -534,39 +529,29 @@ def run(c, workdir: str) -> dict[str, Any]:
     starts = {"": params, "no_kl": params, "no_alignment": params, "no_stage1": init_params}
     for ablation in ["", *ablations(c)]:
       stage = stage2(c, tasks, base, tokenizer, names, ablation=ablation)
-      result = tagi.train_stage(c, stage, os.path.join(workdir, stage.name), base=base,
-                                tokenizer=tokenizer, mesh=mesh, params=starts[ablation],
-                                task_adapters=adapters[1] if adapters else None)
-      if result.stopped_early:
-        return {"stopped_early": stage.name}
+      result = _stage(job, stage, starts[ablation], base, tokenizer,
+                      adapters[1] if adapters else None)
       hypernets[ABLATIONS.get(ablation, "hypernet stage 2")] = result.params
       losses[stage.name] = {"before": result.before, "after": result.after}
 
-  test = test_examples(c, tasks)
-  embeddings = instruction_embeddings(c, test, base, tokenizer)
-  results = evaluate_systems(c, tasks, test, embeddings, base, tokenizer, hypernets,
-                             adapters if c.evaluation.per_task_adapters else None)
+  with job.phase("evaluate"):
+    test = test_examples(c, tasks)
+    embeddings = instruction_embeddings(c, test, base, tokenizer)
+    results = evaluate_systems(c, tasks, test, embeddings, base, tokenizer, hypernets,
+                               adapters if c.evaluation.per_task_adapters else None)
   nearest = nearest_seen(embeddings, tasks.split)
-  table = results_table(results)
+  tables = [results_table(results)]
   if any(s in results for s in ABLATIONS.values()):
-    table += "\n\nAblations (each trains stage 2 again without one part):\n" + ablation_table(
-        results)
+    tables.append("Ablations (each trains stage 2 again without one part):\n"
+                  + ablation_table(results))
   if nearest:
-    table += ("\n\nEach unseen task's nearest seen task by instruction embedding (the "
-              "hypernetwork's input):\n" + nearest_table(nearest, results))
+    tables.append("Each unseen task's nearest seen task by instruction embedding (the "
+                  "hypernetwork's input):\n" + nearest_table(nearest, results))
   summary = {"systems": {s: r["splits"] for s, r in results.items()},
              "per_task": {s: {t: {k: v for k, v in r.items() if k != "predictions"}
                               for t, r in res["tasks"].items()} for s, res in results.items()},
              "losses": losses, "tasks": tasks.split, "nearest_seen": nearest,
-             "hypernet_params": hypernet.num_params(params), "config": c.to_dict()}
-  if jax.process_index() == 0:
-    print("\n" + table)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(summary, f, indent=2, default=str)
-    with open(os.path.join(workdir, "predictions.jsonl"), "w") as f:
-      for system, res in results.items():
-        for r in res["tasks"].values():
-          for p in r["predictions"]:
-            f.write(json.dumps({"system": system, **p}) + "\n")
-  return summary
-
+             "hypernet_params": hypernet.num_params(params)}
+  predictions = [{"system": system, **p} for system, res in results.items()
+                 for r in res["tasks"].values() for p in r["predictions"]]
+  return job.finish(summary, tables=tables, predictions=predictions)

@@ -15,9 +15,10 @@ two stages (`rd.methods.tagi.hypernet` writes the student's LoRA from the instru
 
 CE and KL are `rd.distill.loss_terms` on the response rows; the adapter term is one more
 (sum, count) pair. The frozen base encodes each distinct instruction once (`Lookup`), so a step
-runs only the teacher and the student. `train_stage` is `rd/train.py`'s loop for these steps:
-mesh and explicit shardings, Orbax checkpoints with automatic resume, preemption, JSONL and
-TensorBoard metrics, eval losses before and after, the parameters in `<workdir>/hypernet`.
+runs only the teacher and the student. `train_stage` runs these steps through the engine's
+update (`distill.apply_update`) and loop (`rd.train.loop`): mesh and explicit shardings, Orbax
+checkpoints with automatic resume, preemption, JSONL and TensorBoard metrics, eval losses
+before and after, the parameters in `<workdir>/hypernet`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import dataclasses
 import functools
 import os
 import re
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,10 +36,9 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from tqdm import tqdm
 
 from rd import config as config_lib
-from rd import distill, sharding, train, xla_cpu
+from rd import distill, sharding, train
 from rd.methods.tagi import hypernet
 from rd.checkpoint import Checkpointer, PreemptionGuard
 from rd.data.examples import Example, write_jsonl
@@ -49,7 +48,7 @@ from rd.data.tokenize import model_inputs
 from rd.embedded import resolve_model_path
 from rd.lora import Lora
 from rd.metrics import MetricsWriter, format_table
-from rd.weights import adapter
+from rd.job import barrier
 
 TEACHERS = ("none", "adapter", "context")
 
@@ -124,27 +123,13 @@ def weighted_loss(terms, loss_cfg: distill.LossConfig, tagi_cfg: TagiLoss):
 def train_step(state: distill.TrainState, base, batch, task_adapters: Lora | None, *,
                optimizer: optax.GradientTransformation, loss_cfg: distill.LossConfig,
                tagi_cfg: TagiLoss):
-  """One update of the hypernetwork (either stage); a non-finite loss or gradient leaves it
-  unchanged, as in `distill.train_step`."""
+  """One update of the hypernetwork (either stage): `distill.apply_update` on TAGI's loss."""
 
   def objective(params):
     return weighted_loss(loss_terms(params, base, batch, task_adapters, loss_cfg, tagi_cfg),
                          loss_cfg, tagi_cfg)
 
-  (loss, means), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-  grad_norm = optax.tree.norm(grads)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-  new_state = state.replace(
-      step=state.step + 1, params=keep(params, state.params),
-      opt_state=keep(opt_state, state.opt_state),
-      nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
-      skipped=state.skipped + (~finite).astype(jnp.int32))
-  metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": new_state.nonfinite,
-             "skipped": new_state.skipped, **means}
-  return new_state, metrics
+  return distill.apply_update(state, objective, optimizer)
 
 
 def eval_step(params, base, batch, task_adapters: Lora | None, *, loss_cfg, tagi_cfg):
@@ -210,24 +195,28 @@ def adapter_config(c: ml_collections.ConfigDict, data_path: str) -> ml_collectio
   return a
 
 
-def _dirname(task: str) -> str:
+def dirname(task: str) -> str:
+  """A task's name as a directory name."""
   return re.sub(r"[^\w.-]", "_", task)
 
 
-def train_task_adapters(c, tasks: dict[str, Sequence[Example]], workdir: str, *, base,
+def train_task_adapters(job, tasks: dict[str, Sequence[Example]], subdir: str, *, base,
                         tokenizer) -> tuple[list[str], Lora]:
-  """Trains (or, when `<workdir>/<task>/lora` exists, reloads) one LoRA per task; returns the
-  task names and their LoRAs stacked with leaves [N_tasks, L, ...]."""
+  """One CE LoRA per task in `<workdir>/<subdir>/<task>` (`job.trained_lora`: a finished one is
+  read back, a preempted one stops the job); returns the task names and their LoRAs stacked
+  with leaves [N_tasks, L, ...]."""
   names, loras = list(tasks), []
   for name in names:
-    task_dir = os.path.join(workdir, _dirname(name))
-    if not os.path.exists(os.path.join(task_dir, "lora", "adapter.json")):
-      os.makedirs(task_dir, exist_ok=True)
-      data = os.path.join(task_dir, "train.jsonl")
-      write_jsonl(data, tasks[name])
-      logging.info("per-task adapter %s: %d examples", name, len(tasks[name]))
-      train.train(adapter_config(c, data), task_dir, base=base, tokenizer=tokenizer)
-    loras.append(adapter.load(task_dir))
+    task_dir = os.path.join(subdir, dirname(name))
+    data = job.path(task_dir, "train.jsonl")
+    if job.primary:
+      os.makedirs(job.path(task_dir), exist_ok=True)
+      write_jsonl(data, tasks[name])  # the same examples on every run: a resume sees them
+    barrier(data)
+    logging.info("per-task adapter %s: %d examples", name, len(tasks[name]))
+    lora, _ = job.trained_lora(adapter_config(job.config, data), task_dir, base=base,
+                               tokenizer=tokenizer)
+    loras.append(lora)
   stacked = jax.tree.map(lambda *x: jnp.stack(x), *[l.weights for l in loras])
   return names, Lora(stacked, scale=loras[0].scale)
 
@@ -273,14 +262,10 @@ def _device_batch(batch, lookup: Lookup, mesh):
 
 
 def _eval_losses(eval_fn, params, base, task_adapters, c, stage: Stage, tokenizer, mesh):
-  """Exact means of every term over the stage's eval examples (sums and counts first)."""
-  sums: dict[str, list[float]] = {}
-  for batch in _batches(c, stage, tokenizer, train_split=False):
-    terms = eval_fn(params, base, _device_batch(batch, stage.eval_lookup, mesh), task_adapters)
-    for name, (s, n) in jax.device_get(terms).items():
-      total = sums.setdefault(name, [0.0, 0.0])
-      total[0], total[1] = total[0] + float(s), total[1] + float(n)
-  return {name: s / max(n, 1.0) for name, (s, n) in sums.items()}
+  """Exact means of every term over the stage's eval examples (`rd.train.mean_terms`)."""
+  terms = lambda batch: eval_fn(params, base, _device_batch(batch, stage.eval_lookup, mesh),  # noqa: E731
+                                task_adapters)
+  return train.mean_terms(terms, _batches(c, stage, tokenizer, train_split=False))
 
 
 @functools.lru_cache(maxsize=8)
@@ -298,10 +283,11 @@ def compiled(mesh, optim_cfg: distill.OptimConfig, loss_cfg: distill.LossConfig,
 
 
 def train_stage(c, stage: Stage, workdir: str, *, base, tokenizer, mesh, params,
-                task_adapters: Lora | None = None) -> StageResult:
+                task_adapters: Lora | None = None,
+                guard: PreemptionGuard | None = None) -> StageResult:
   """Trains the hypernetwork `params` for one stage in `workdir` (resuming from its latest
-  checkpoint); writes metrics, checkpoints and `<workdir>/hypernet`. `base` must already be
-  placed on `mesh` (`sharding.place_params`)."""
+  checkpoint) with `rd.train.loop`; writes metrics, checkpoints and `<workdir>/hypernet`.
+  `base` must already be placed on `mesh` (`sharding.place_params`)."""
   optim_cfg = dataclasses.replace(config_lib.optim_config(c), lr=stage.lr,
                                   total_steps=stage.steps,
                                   warmup_steps=min(c.optim.warmup_steps, stage.steps - 1))
@@ -326,37 +312,17 @@ def train_stage(c, stage: Stage, workdir: str, *, base, tokenizer, mesh, params,
   if start == 0:
     writer.write(0, before, prefix="eval/")
 
-  guard, stopped_early = PreemptionGuard(), False
-  bar = tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=stage.name,
-             disable=jax.process_index() != 0)
-  step_time = time.perf_counter()
-  for step in bar:
-    batch = _device_batch(next(iterator), stage.lookup, mesh)
-    state, metrics = step_fn(state, base, batch, task_adapters)
-    xla_cpu.release_heap_holes(state)  # CPU: memory no step can reuse goes back (rd/xla_cpu.py)
-    done = step + 1
-    if done % c.train.log_every == 0 or done == stage.steps:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      metrics["steps_per_s"] = c.train.log_every / (time.perf_counter() - step_time)
-      step_time = time.perf_counter()
-      writer.write(done, metrics, prefix="train/")
-      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-      if metrics["nonfinite"] > c.train.max_nonfinite:
-        checkpointer.save(done, state, iterator, force=True)
-        checkpointer.close()
-        raise train.NonFiniteLossError(
-            f"{stage.name}: {int(metrics['nonfinite'])} consecutive non-finite steps at step "
-            f"{done}; a checkpoint is in {workdir}. Lower the learning rate.")
-    checkpointer.save(done, state, iterator)
-    if guard.check(done):
-      stopped_early = True
-      logging.warning("preempted at step %d: saving a checkpoint and exiting", done)
-      break
-  bar.close()
+  def step(state, batch):
+    return step_fn(state, base, _device_batch(batch, stage.lookup, mesh), task_adapters)
+
+  own_guard = guard is None
+  guard = guard or PreemptionGuard()
+  state, stopped_early = train.loop(c, state, iterator, step, steps=stage.steps, start=start,
+                                    checkpointer=checkpointer, writer=writer, guard=guard,
+                                    desc=stage.name)
+  if own_guard:
+    guard.uninstall()
   final = int(jax.device_get(state.step))
-  if checkpointer.latest_step() != final:
-    checkpointer.save(final, state, iterator, force=True)
-  checkpointer.close()
   if stopped_early:
     return StageResult(state.params, before, {}, True)
 
