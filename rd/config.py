@@ -51,8 +51,12 @@ def base_config() -> ml_collections.ConfigDict:
                 add_eos=False, global_batch=8, seed=0, eval_examples=64, workers=0,
                 overflow="error")
   # teacher_temperature: the teacher side's T when it differs from temperature (0: the same).
+  # teacher_topk: > 0 distils only the teacher's k most likely tokens per response row, their
+  # probabilities renormalized (forward KL; rd.losses.distill_topk says how that changes the
+  # objective); 0: the whole vocabulary.
   c.loss = dict(kl_weight=1.0, divergence="forward_kl", temperature=1.0, teacher_temperature=0.0,
-                ce_weight=0.0, hidden_weight=0.0, hidden_layers=(), chunk_size=256, remat="none")
+                ce_weight=0.0, hidden_weight=0.0, hidden_layers=(), chunk_size=256, remat="none",
+                teacher_topk=0)
   c.optim = dict(lr=1e-3, warmup_steps=10, end_lr_factor=0.1, weight_decay=0.0, b1=0.9,
                  b2=0.999, clip_norm=1.0)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
@@ -91,6 +95,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
          "must be shorter than data.teacher_len and data.student_len")
   check(c.data.overflow in ("error", "truncate"), "data.overflow", "use 'error' or 'truncate'")
   check(c.loss.divergence in DIVERGENCES, "loss.divergence", f"choose from {DIVERGENCES}")
+  check(c.loss.teacher_topk >= 0, "loss.teacher_topk", "must be >= 0 (0: the whole vocabulary)")
+  check(not c.loss.teacher_topk or c.loss.divergence == "forward_kl", "loss.teacher_topk",
+        "the top-k teacher is a forward KL: set loss.divergence=forward_kl or teacher_topk=0")
   check(c.loss.remat in REMAT_POLICIES, "loss.remat", f"choose from {sorted(REMAT_POLICIES)}")
   check(c.loss.temperature > 0, "loss.temperature", "must be > 0")
   check(c.loss.teacher_temperature >= 0, "loss.teacher_temperature",

@@ -37,6 +37,10 @@ class LossConfig:
   hidden_layers: tuple[int, ...] = ()
   chunk_size: int = 256
   remat: str = "none"
+  # > 0: forward KL to the teacher's top-k tokens per row, renormalized over them
+  # (`losses.distill_topk`, whose docstring gives how this changes the objective); 0: the full
+  # vocabulary.
+  teacher_topk: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +170,13 @@ def loss_terms(base: Decoder, student_lora: Lora | None, teacher_lora: Lora | No
   terms = {}
   if cfg.kl_weight or cfg.hidden_weight:
     teacher_h, teacher_states = _teacher(base, teacher_lora, batch, layers)
-    if cfg.kl_weight:
+    if cfg.kl_weight and cfg.teacher_topk:
+      ids, log_p = losses.teacher_topk(logits_fn, teacher_h, mask, cfg.teacher_topk,
+                                       temperature=cfg.teacher_temperature or cfg.temperature,
+                                       chunk_size=cfg.chunk_size)
+      terms["kl"] = losses.distill_topk(logits_fn, student_h, ids, log_p, mask,
+                                        temperature=cfg.temperature, chunk_size=cfg.chunk_size)
+    elif cfg.kl_weight:
       terms["kl"] = losses.distill(logits_fn, student_h, teacher_h, mask,
                                    divergence=cfg.divergence, temperature=cfg.temperature,
                                    teacher_temperature=cfg.teacher_temperature or None,

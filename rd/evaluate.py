@@ -1,7 +1,7 @@
 """Evaluation of a (base, LoRA) pair: answer accuracy on question-answer examples, and drift.
 
 * `answer_accuracy`: greedy answers to prompts built from `Example`s, cut at their first line
-  (`facts.answer_span`) and scored with `facts.exact_match` / `facts.contains_answer` against
+  (`scoring.answer_span`) and scored with `scoring.exact_match` / `scoring.contains_answer` against
   the gold answer (`meta["answer"]`, else the stripped `response`).
 * `drift_kl`: how far a LoRA moved the model away from the base on text that has nothing to do
   with what it was trained on: the mean per-token KL(base || base + LoRA) of the next-token
@@ -25,7 +25,7 @@ import numpy as np
 
 from rd import distill
 from rd.config import check
-from rd.tasks import facts
+from rd import scoring
 from rd.data.examples import Example
 from rd.data.tokenize import pad_sequences, round_up
 from rd.generate import generate_text, prompt_bucket
@@ -81,7 +81,7 @@ def answer_accuracy(base: Decoder, lora: Lora | None, tokenizer: Any,
 
   Returns {"exact_match": fraction, "contains": fraction, "n": count, "predictions": [{query,
   answer, completion, prediction, exact_match, contains}]}; the prediction is the completion's
-  first non-empty line (`facts.answer_span`). An empty `examples` gives n = 0 and accuracies 0.
+  first non-empty line (`scoring.answer_span`). An empty `examples` gives n = 0 and accuracies 0.
   """
   if not examples:
     return {"exact_match": 0.0, "contains": 0.0, "n": 0, "predictions": []}
@@ -92,11 +92,11 @@ def answer_accuracy(base: Decoder, lora: Lora | None, tokenizer: Any,
                               batch_size=batch_size, bucket=bucket)
   predictions = []
   for example, completion in zip(examples, completions):
-    answer, prediction = gold_answer(example), facts.answer_span(completion)
+    answer, prediction = gold_answer(example), scoring.answer_span(completion)
     predictions.append({"query": example.query, "answer": answer, "completion": completion,
                         "prediction": prediction,
-                        "exact_match": facts.exact_match(prediction, answer),
-                        "contains": facts.contains_answer(prediction, answer)})
+                        "exact_match": scoring.exact_match(prediction, answer),
+                        "contains": scoring.contains_answer(prediction, answer)})
   n = len(predictions)
   return {"exact_match": sum(p["exact_match"] for p in predictions) / n,
           "contains": sum(p["contains"] for p in predictions) / n, "n": n,

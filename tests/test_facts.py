@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from rd import scoring
 from rd.tasks import facts
 from rd.data.examples import Example
 
@@ -79,7 +80,7 @@ def test_answers_appear_verbatim_in_their_document(small, large_docs):
       answer = e.meta["answer"]
       assert re.search(rf"\b{re.escape(answer)}\b", e.context), (answer, e.context)
       assert e.response == f" {answer}\n"
-      assert not facts.contains_answer(e.query, answer), e.query  # no leak into the question
+      assert not scoring.contains_answer(e.query, answer), e.query  # no leak into the question
   for doc in large_docs:
     for fact in doc.facts:
       assert re.search(rf"\b{re.escape(fact.answer)}\b", doc.text)
@@ -93,10 +94,10 @@ def test_answers_are_short(large_docs):
 
 def test_heldout_questions_differ_from_training_questions(small, large_docs):
   train_qs = {e.query for e in small["train"]}
-  train_norm = {facts.normalize_answer(q) for q in train_qs}
+  train_norm = {scoring.normalize_answer(q) for q in train_qs}
   for e in small["test"]:
     assert e.query not in train_qs
-    assert facts.normalize_answer(e.query) not in train_norm
+    assert scoring.normalize_answer(e.query) not in train_norm
   # Same documents and facts in both splits.
   key = lambda e: (e.meta["doc_id"], e.meta["fact"])  # noqa: E731
   assert {key(e) for e in small["train"]} == {key(e) for e in small["test"]}
@@ -197,44 +198,44 @@ def test_prompt_templates(small):
 
 
 def test_normalize_answer():
-  assert facts.normalize_answer("  The Tethira  River. ") == "tethira river"
-  assert facts.normalize_answer("An owl!") == "owl"
-  assert facts.normalize_answer("a") == ""
-  assert facts.normalize_answer("Theatre") == "theatre"  # articles only as whole words
-  assert facts.normalize_answer("ＴＥＡＬ") == "teal"  # NFKC
-  assert facts.normalize_answer("Talven's “dog”") == "talven s dog"
-  assert facts.normalize_answer("") == ""
-  assert facts.normalize_answer("1,987") == "1 987"
+  assert scoring.normalize_answer("  The Tethira  River. ") == "tethira river"
+  assert scoring.normalize_answer("An owl!") == "owl"
+  assert scoring.normalize_answer("a") == ""
+  assert scoring.normalize_answer("Theatre") == "theatre"  # articles only as whole words
+  assert scoring.normalize_answer("ＴＥＡＬ") == "teal"  # NFKC
+  assert scoring.normalize_answer("Talven's “dog”") == "talven s dog"
+  assert scoring.normalize_answer("") == ""
+  assert scoring.normalize_answer("1,987") == "1 987"
 
 
 def test_exact_match():
-  assert facts.exact_match(" 1987\n", "1987")
-  assert facts.exact_match("the Keltharn Foundry.", "Keltharn Foundry")
-  assert facts.exact_match("TEAL", "teal")
-  assert not facts.exact_match("1987 or 1988", "1987")
-  assert not facts.exact_match("", "1987")
-  assert facts.exact_match("", "")  # SQuAD convention: empty matches empty
-  assert facts.exact_match("blue", ["red", "Blue"])
-  assert not facts.exact_match("blue", [])
+  assert scoring.exact_match(" 1987\n", "1987")
+  assert scoring.exact_match("the Keltharn Foundry.", "Keltharn Foundry")
+  assert scoring.exact_match("TEAL", "teal")
+  assert not scoring.exact_match("1987 or 1988", "1987")
+  assert not scoring.exact_match("", "1987")
+  assert scoring.exact_match("", "")  # SQuAD convention: empty matches empty
+  assert scoring.exact_match("blue", ["red", "Blue"])
+  assert not scoring.exact_match("blue", [])
 
 
 def test_contains_answer():
-  assert facts.contains_answer("He was born in 1987.", "1987")
-  assert not facts.contains_answer("19870", "1987")
-  assert not facts.contains_answer("steal", "teal")
-  assert facts.contains_answer("On the Tethira River, of course", "Tethira River")
-  assert not facts.contains_answer("Tethira", "Tethira River")
-  assert not facts.contains_answer("anything", "")
-  assert not facts.contains_answer("anything", "the")  # normalizes to empty
-  assert not facts.contains_answer("", "1987")
-  assert facts.contains_answer("It is Mibsel", ["Zubo", "mibsel"])
+  assert scoring.contains_answer("He was born in 1987.", "1987")
+  assert not scoring.contains_answer("19870", "1987")
+  assert not scoring.contains_answer("steal", "teal")
+  assert scoring.contains_answer("On the Tethira River, of course", "Tethira River")
+  assert not scoring.contains_answer("Tethira", "Tethira River")
+  assert not scoring.contains_answer("anything", "")
+  assert not scoring.contains_answer("anything", "the")  # normalizes to empty
+  assert not scoring.contains_answer("", "1987")
+  assert scoring.contains_answer("It is Mibsel", ["Zubo", "mibsel"])
 
 
 def test_answer_span():
-  assert facts.answer_span(" 1987\nQuestion: next") == "1987"
-  assert facts.answer_span("\n\n Harnrel \n") == "Harnrel"
-  assert facts.answer_span("") == ""
-  assert facts.answer_span("\n \n") == ""
+  assert scoring.answer_span(" 1987\nQuestion: next") == "1987"
+  assert scoring.answer_span("\n\n Harnrel \n") == "Harnrel"
+  assert scoring.answer_span("") == ""
+  assert scoring.answer_span("\n \n") == ""
 
 
 def test_examples_are_examples(small):

@@ -106,3 +106,31 @@ def test_nonfinite_loss_skips_the_update_and_counts(model):
   assert int(after.nonfinite) == 1 and int(after.skipped) == 1 and int(after.step) == 2
   for new, old in zip(jax.tree.leaves(after.params), jax.tree.leaves(poisoned.params)):
     np.testing.assert_array_equal(new, old)  # NaN == NaN here: nothing was updated
+
+
+def test_top_k_teacher_from_the_config_is_the_renormalized_top_k_kl(model):
+  """`LossConfig.teacher_topk`: k = V is the full forward KL; a small k is KL(p~ || q) with p~
+  the teacher's top-k probabilities renormalized, q the student's, computed here by hand over
+  the full vocabulary."""
+  batch = _batch()
+  vocab = model.spec.vocab_size
+  full = _kl(model, batch)
+  assert _kl(model, batch, cfg=distill.LossConfig(chunk_size=8, teacher_topk=vocab)) == (
+      pytest.approx(full, rel=1e-5))
+  k = 3
+  mask = batch["row_mask"].reshape(-1).astype(bool)
+
+  def log_probs(side):
+    h = apply(model, None, batch[f"{side}_tokens"], batch[f"{side}_positions"],
+              batch[f"{side}_segment_ids"]).hidden
+    return jax.nn.log_softmax(lm_logits(model, distill.gather_rows(h, batch[f"{side}_rows"])))
+
+  p, q = np.asarray(log_probs("teacher"))[mask], np.asarray(log_probs("student"))[mask]
+  top = np.argsort(-p, axis=-1)[:, :k]
+  p_k = np.take_along_axis(p, top, -1)
+  p_k = p_k - np.log(np.exp(p_k).sum(-1, keepdims=True))
+  q_k = np.take_along_axis(q, top, -1)
+  expected = float(np.mean(np.sum(np.exp(p_k) * (p_k - q_k), -1)))
+  got = _kl(model, batch, cfg=distill.LossConfig(chunk_size=8, teacher_topk=k))
+  assert got == pytest.approx(expected, rel=1e-4)
+  assert got != pytest.approx(full, rel=1e-2)

@@ -34,6 +34,7 @@ from rd import config as config_lib
 from rd import evaluate, retrieval
 from rd import lora as lora_lib
 from rd.data import sources
+from rd import scoring
 from rd.tasks import facts
 from rd.data.examples import Example, read_jsonl, write_jsonl
 from rd.data.templates import prompt_fn
@@ -100,9 +101,9 @@ def reject_reason(question: str, answer: str, document: str, entity: str | None 
     return "long_question"
   if len(answer.split()) > limits.max_answer_words or len(answer) > limits.max_answer_chars:
     return "long_answer"
-  if not facts.contains_answer(document, answer):
+  if not scoring.contains_answer(document, answer):
     return "answer_not_in_document"
-  if facts.contains_answer(question, answer):
+  if scoring.contains_answer(question, answer):
     return "answer_in_question"
   if entity and entity.lower() not in question.lower():
     return "entity_not_named"  # without the document, the student could not tell who is meant
@@ -117,7 +118,7 @@ def select_pairs(pairs: Sequence[tuple[str, str]], document: str, entity: str | 
   kept, seen, rejected = [], set(), collections.Counter()
   for question, answer in pairs:
     reason = reject_reason(question, answer, document, entity, limits)
-    key = facts.normalize_answer(question)
+    key = scoring.normalize_answer(question)
     if reason is None and key in seen:
       reason = "duplicate"
     if reason:
@@ -186,7 +187,7 @@ def sample_answers(base, tokenizer, pairs: Sequence[Example], *, template: str,
                                 batch_size=batch_size, seed=seed + i,
                                 sampling=Sampling(temperature=temperature))
     for found, completion in zip(answers, completions):
-      found.setdefault(facts.answer_span(completion), temperature)
+      found.setdefault(scoring.answer_span(completion), temperature)
   out = []
   for pair, found in zip(pairs, answers):
     for answer, temperature in found.items():
@@ -194,7 +195,7 @@ def sample_answers(base, tokenizer, pairs: Sequence[Example], *, template: str,
               "answer_temperature": temperature}
       out.append(dataclasses.replace(pair, response=facts.RESPONSE_FORMAT.format(answer=answer),
                                      meta=meta))
-  right = sum(facts.exact_match(p.meta["answer_sampled"], p.meta["answer"]) for p in out)
+  right = sum(scoring.exact_match(p.meta["answer_sampled"], p.meta["answer"]) for p in out)
   logging.info("sampled answers: %d pairs from %d questions, %d equal the gold answer",
                len(out), len(pairs), right)
   return out

@@ -8,7 +8,7 @@ unseen tasks. `run` is the whole experiment, top to bottom:
   2. per-task teacher adapters, CE on each seen task's instances   -> <workdir>/adapters/<task>/
   3. stage 1, pretraining on text cut into (a, b, c)                -> <workdir>/stage1/
   4. stage 2, finetuning on the seen tasks (CE + λ1·KL + λ2·MSE)    -> <workdir>/stage2/
-  5. greedy answers on every task's test inputs, exact match (normalized, `facts.exact_match`)
+  5. greedy answers on every task's test inputs, exact match (normalized, `scoring.exact_match`)
      and ROUGE-L, for: the base (input only), the base with the instruction in its prompt, the
      hypernetwork after stage 1 and after stage 2 (input only, LoRA = hypernet(instruction),
      one call per task), and the per-task adapters (seen tasks only);
@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from rd import scoring
 from rd import config as config_lib
 from rd import evaluate
 from rd.generate import prompt_bucket
