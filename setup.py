@@ -22,6 +22,7 @@ setup(
         "numpy>=2.0,<3",
         "optax>=0.2.8,<0.3",
         "orbax-checkpoint>=0.12.8,<0.13",
+        "rouge-score>=0.1.2,<0.2",  # ROUGE-L of generated answers (TAGI, Super-NaturalInstructions)
         "safetensors>=0.7,<0.9",
         "tensorflow-datasets>=4.9.10,<5",
         "tokenizers>=0.22,<0.24",

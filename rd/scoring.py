@@ -1,10 +1,12 @@
 """Answer scoring shared by every job: SQuAD-style normalized exact match, whole-word
-containment, and the answer line of a sampled completion."""
+containment, the answer line of a sampled completion, and ROUGE-L (Google's `rouge-score`,
+the package Super-NaturalInstructions and TAGI report it with)."""
 
 from __future__ import annotations
 
 import re
 import string
+import functools
 import unicodedata
 from collections.abc import Iterable
 
@@ -47,3 +49,14 @@ def answer_span(completion: str) -> str:
     if line.strip():
       return line.strip()
   return ""
+
+
+@functools.cache
+def _rouge_l_scorer():
+  from rouge_score import rouge_scorer  # pylint: disable=import-outside-toplevel
+  return rouge_scorer.RougeScorer(["rougeL"])  # lower case, ASCII letters/digits, no stemming
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+  """ROUGE-L F1 of one prediction against one reference, in [0, 1] (0 if either is empty)."""
+  return float(_rouge_l_scorer().score(reference, prediction)["rougeL"].fmeasure)

@@ -43,7 +43,6 @@ from rd.job import Preempted
 from rd.methods.tagi import hypernet
 from rd.methods.tagi import stages as tagi
 from rd import lora as lora_lib
-from rd import rouge
 from rd.data import sources
 from rd.data.examples import Example, read_jsonl
 from rd.data.templates import Template
@@ -340,7 +339,7 @@ def score(base, tokenizer, examples_by_task: dict[str, list[Example]], system: S
       flops = (base.spec.generation_flops(prompt, new)
                + (prompt + new - 1) * system.lora_flops_per_token
                + system.task_flops(task) / len(examples))
-      p.update(task=task, rouge_l=rouge.rouge_l(p["prediction"], p["answer"]),
+      p.update(task=task, rouge_l=scoring.rouge_l(p["prediction"], p["answer"]),
                prompt_tokens=prompt, new_tokens=new, gflops=flops / 1e9)
     out[task] = {"exact_match": result["exact_match"], "n": result["n"], "predictions": preds,
                  "rouge_l": float(np.mean([p["rouge_l"] for p in preds])) if preds else 0.0}
