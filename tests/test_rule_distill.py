@@ -214,3 +214,52 @@ def test_table_and_means_over_rules_and_ks():
   assert len(lines) == 2 + 2 * (2 + 2 * 5)
   assert [c.strip() for c in lines[-1].split("|")] == ["swap_words", "k8", "RD enhanced",
                                                       "50.0", "50.0"]
+
+
+def test_a_directory_in_the_papers_layout_with_long_rules_kept_whole(model, tmp_path,
+                                                                    monkeypatch):
+  """The user's own rules in the paper's released layout (`train_{full,no}_{k}shot.json`,
+  `test_{full,no}_{id,ood}.json`), here rd's add_x rule with 12 worked examples written that
+  way: teacher prompts of 150+ tokens. Too short a `data.teacher_len` stops the job with one
+  line naming the length needed; the right one trains on the whole prompts (each training's
+  teacher sequences, tokenized as the pipeline does, hold the whole rule)."""
+  from rd.data import sources  # pylint: disable=import-outside-toplevel
+  from rd.data.templates import Template  # pylint: disable=import-outside-toplevel
+  from rd.data.tokenize import Buckets, Featurizer  # pylint: disable=import-outside-toplevel
+  from rd.tasks import rule_tasks  # pylint: disable=import-outside-toplevel
+  from rd.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
+  directory, = rule_tasks.write_paper_layout(str(tmp_path / "paper"), rule_tasks.RuleTaskConfig(
+      rules=("add_x",), ks=(2, 4), n_test=2, n_shots=12))
+  c = _tiny(model)
+  c.rule.update(data_dirs=(directory,), ks=(2,))
+  rule_distill.validate(c)
+  missing = _tiny(model)
+  missing.rule.update(data_dirs=(directory,), ks=(2, 8))
+  with pytest.raises(ConfigError, match=r"config.rule.data_dirs: .*train_full_8shot.json"):
+    rule_distill.validate(missing)
+
+  tokenizer = load_tokenizer(model)
+  with pytest.raises(ConfigError, match=r"config.data.teacher_len: 128 is too short .* (\d+) "
+                                        r"tokens; set data.teacher_len=\1"):
+    job_lib.run(rule_distill, c, str(tmp_path / "short"))
+
+  c.data.teacher_len = 320
+  trained = []
+  real_train = train.train
+
+  def whole_prompts(t, workdir, **kwargs):
+    examples = sources.load(t.data.train)
+    template = Template(teacher=t.data.template_teacher, student=t.data.template_student)
+    featurize = Featurizer(tokenizer, template, config_lib.buckets(t), overflow="error")
+    for e in examples:
+      teacher = tokenizer.decode(featurize(e).teacher[0])
+      assert e.context in teacher and len(featurize(e).teacher[0]) >= 150
+    trained.append(os.path.relpath(workdir, str(tmp_path / "wd")))
+    return real_train(t, workdir, **kwargs)
+
+  monkeypatch.setattr(train, "train", whole_prompts)
+  c.rule.max_steps = 1
+  results = job_lib.run(rule_distill, c, str(tmp_path / "wd"))
+  assert list(results["rules"]) == ["add_x"]  # the directory's name
+  assert len(trained) == len(rule_distill.TRAINED)
+  assert results["rules"]["add_x"]["context"].startswith("Rule: add the letter x")
