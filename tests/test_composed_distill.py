@@ -107,8 +107,10 @@ def test_the_whole_job_chains_its_rounds(model, tmp_path, capsys, monkeypatch):
     for field in (c.lora.init_from, c.teacher.lora_workdir):
       assert not field or os.path.exists(os.path.join(field, "lora", "adapter.safetensors"))
     init = train_lib.initial_params(c, kwargs["base"]) if c.lora.init_from else None
-    calls.append({"workdir": workdir, "init_from": c.lora.init_from,
-                  "teacher": c.teacher.lora_workdir, "steps": c.train.steps, "init": init,
+    relative = lambda path: path and os.path.relpath(path, str(tmp_path / "wd"))  # noqa: E731
+    calls.append({"workdir": relative(workdir), "init_from": relative(c.lora.init_from),
+                  "teacher": relative(c.teacher.lora_workdir), "steps": c.train.steps,
+                  "init": init,
                   "data": read_jsonl(c.data.train)})
     return real_train(c, workdir, **kwargs)
 
@@ -133,7 +135,7 @@ def test_the_whole_job_chains_its_rounds(model, tmp_path, capsys, monkeypatch):
   by_dir = {call["workdir"]: call for call in calls}
   for log in seq[1:] + rec[1:]:  # each round's student starts as the previous round's LoRA
     call = by_dir[log["workdir"]]
-    previous = adapter.load(log["init_from"])
+    previous = adapter.load(os.path.join(workdir, log["init_from"]))  # paths: under workdir
     for target, ab in previous.weights.items():
       for m in ("a", "b"):
         np.testing.assert_array_equal(call["init"].weights[target][m], ab[m])

@@ -45,7 +45,8 @@ def inputs(tmp_path_factory):
                                       ("dog", "seen", "the lazy dog"),
                                       ("mat", "unseen", "on the mat"))
            for x in ("two plus two", "the rule", "four dogs", "a question", "brown mat",
-                     "lazy answer", "the quick fox", "sat on two")]
+                     "lazy answer", "the quick fox", "sat on two", "rule four", "cat and dog",
+                     "the answer", "mat rule")]
   write_jsonl(str(d / "tasks.jsonl"), tasks)
   (d / "text.txt").write_text(" ".join(["the quick brown fox jumps over the lazy dog"] * 40))
   return {"dir": d, "model": make_model_dir(str(d / "model"), sharpness=8.0),

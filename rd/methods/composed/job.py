@@ -315,7 +315,8 @@ def train_forms(job, plan: Plan, base, tokenizer, rng
     with job.phase("train: simultaneous"):
       data = simultaneous_set(plan.train, plan.texts, plan.chunk, c, rng)
       loras["simultaneous"], run_dir, steps = _train(job, "simultaneous", data, base, tokenizer)
-    logs["simultaneous"] = [{"workdir": run_dir, "steps": steps, "examples": len(data),
+    logs["simultaneous"] = [{"workdir": os.path.relpath(run_dir, job.workdir), "steps": steps,
+                             "examples": len(data),
                              "contexts": len(data[0].contexts)}]
   first_round = None
   for form in ("sequential", "recursive"):
@@ -332,9 +333,11 @@ def train_forms(job, plan: Plan, base, tokenizer, rng
                                         tokenizer, teacher_from=teacher_from,
                                         init_from=previous)
       first_round = first_round or (lora, run_dir, steps)
-      logs[form].append({"workdir": run_dir, "steps": steps, "examples": len(data),
+      relative = lambda path: path and os.path.relpath(path, job.workdir)  # noqa: E731
+      logs[form].append({"workdir": relative(run_dir), "steps": steps, "examples": len(data),
                          "items": sorted({q.meta["item"] for q in data}),
-                         "teacher_lora": teacher_from, "init_from": previous})
+                         "teacher_lora": relative(teacher_from),
+                         "init_from": relative(previous)})
       previous = run_dir
     loras[form] = lora
   return loras, logs

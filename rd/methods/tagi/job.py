@@ -199,9 +199,9 @@ def load_tasks(c) -> Tasks:
     for name in _pick(names, limit):
       examples = by_task[name]
       n = n_train if split_name == "seen" else 0  # nothing trains on an unseen task
-      if len(examples) < n + n_test:
-        raise ValueError(f"task {name!r} has {len(examples)} examples; it needs {n + n_test} "
-                         f"(tasks.n_train for a seen task + tasks.n_test)")
+      check(len(examples) >= n + n_test, "tasks.n_train",
+            f"task {name!r} has {len(examples)} examples; it needs {n + n_test} (tasks.n_train "
+            "for a seen task + tasks.n_test): lower them or give the task more examples")
       train[name], test[name] = examples[:n], examples[n:n + n_test]
       split[name] = split_name
   return Tasks(train, test, split)
