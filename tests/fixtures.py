@@ -1,5 +1,6 @@
 """On-disk fixtures for job-level tests: a tiny model directory with a tokenizer, a JSONL task."""
 
+import os
 import random
 
 import jax
@@ -7,6 +8,7 @@ from flax import nnx
 
 from rd.data.examples import Example, write_jsonl
 from rd.models import Decoder, from_hf_config
+from rd.tasks import facts
 from rd.weights.export import save_hf
 from tests.test_data_helpers import WORDS, random_text, tiny_tokenizer
 from tests.tiny import CONFIGS
@@ -35,3 +37,15 @@ def make_task(path: str, n: int, seed: int = 0) -> str:
                       response=" ".join(rng.choice(WORDS) for _ in range(4))) for _ in range(n)]
   write_jsonl(path, examples)
   return path
+
+
+def make_facts(directory: str, prefix: str = "") -> dict[str, str]:
+  """A small rd_facts dataset (3 documents, 2 facts each, one training and one held-out
+  question per fact) as JSONL: {split: path} for train, test and documents."""
+  splits = facts.make_splits(facts.FactsConfig(
+      num_documents=3, min_facts=2, max_facts=2, train_questions_per_fact=1,
+      heldout_questions_per_fact=1, filler_probability=0.0))
+  paths = {name: os.path.join(directory, f"{prefix}{name}.jsonl") for name in splits}
+  for name, examples in splits.items():
+    write_jsonl(paths[name], examples)
+  return paths

@@ -23,8 +23,7 @@ import pytest
 
 from launch import local_multiprocess
 from rd.data.examples import Example, write_jsonl
-from rd.tasks import facts
-from tests.fixtures import make_model_dir, make_task
+from tests.fixtures import make_facts, make_model_dir, make_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IGNORED = {"seconds", "devices", "processes", "config"}  # what may differ between runs
@@ -34,11 +33,7 @@ RTOL = 1e-4  # float sums reduced in another order over 2 processes
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
   d = tmp_path_factory.mktemp("jobs")
-  splits = facts.make_splits(facts.FactsConfig(
-      num_documents=3, min_facts=2, max_facts=2, train_questions_per_fact=1,
-      heldout_questions_per_fact=1, filler_probability=0.0))
-  for name, examples in splits.items():
-    write_jsonl(str(d / f"facts_{name}.jsonl"), examples)
+  make_facts(str(d), prefix="facts_")
   tasks = [Example(context=f"Rule: always answer {words}.", query=x, response=f" {words}",
                    meta={"task": name, "split": split, "answer": words})
            for name, split, words in (("cat", "seen", "the cat sat"),

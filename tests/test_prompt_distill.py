@@ -14,7 +14,7 @@ from rd.config import ConfigError
 from rd.tasks import facts
 from rd.data.examples import Example, read_jsonl, write_jsonl
 from rd.generate import generate_text
-from tests.fixtures import make_model_dir
+from tests.fixtures import make_facts, make_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = ("Born in 1969, Uleth Neskessa grew up by the sea. She works as a stonemason. "
@@ -117,12 +117,7 @@ def test_sample_answers_one_answer_per_temperature_repeats_kept_once(monkeypatch
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
   d = tmp_path_factory.mktemp("prompt_distill")
-  splits = facts.make_splits(facts.FactsConfig(
-      num_documents=3, min_facts=2, max_facts=2, train_questions_per_fact=1,
-      heldout_questions_per_fact=1, filler_probability=0.0))
-  paths = {name: str(d / f"{name}.jsonl") for name in splits}
-  for name, examples in splits.items():
-    write_jsonl(paths[name], examples)
+  paths = make_facts(str(d))
   return {"model": make_model_dir(str(d / "model"), sharpness=8.0), **paths}
 
 
